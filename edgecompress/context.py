@@ -1,0 +1,43 @@
+"""Run state shared by the stages of one build (configs stay frozen; state lives here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.console import UI
+from edgecompress.data import DataBundle
+from edgecompress.frameworks.base import FrameworkAdapter
+from edgecompress.recipe import Recipe
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    recipe_path: Path
+    workdir: Path  # the temporary build directory; moved to the output directory on success
+    adapter: FrameworkAdapter
+    data: DataBundle
+    ui: UI
+    #: The model as it entered the first compressing stage; distillation's default teacher.
+    teacher: Any = None
+    #: Facts a stage wants in the report (e.g. per-layer channel counts), keyed by stage index.
+    notes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    current_stage: int = -1
+
+    @property
+    def framework(self) -> str:
+        return self.adapter.name
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.recipe.model.input_shape)
+
+    def note(self, key: str, value: Any) -> None:
+        """Record a fact about the current stage for the report."""
+        self.notes.setdefault(self.current_stage, {})[key] = value

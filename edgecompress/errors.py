@@ -1,0 +1,43 @@
+"""The project's error hierarchy. Every failure a user can cause or meet is one of these.
+
+Exit codes (see cli.py): RecipeError -> 2 (the input is wrong), every other EdgeCompressError -> 1
+(the run failed), GateFailed -> 3 (the build worked but a gate in the recipe did not pass).
+"""
+
+from __future__ import annotations
+
+
+class EdgeCompressError(Exception):
+    """Base of every error edgecompress raises on purpose."""
+
+    exit_code: int = 1
+
+
+class RecipeError(EdgeCompressError):
+    """The recipe, a file it names, or the data it points at is wrong. Found before any training."""
+
+    exit_code = 2
+
+
+class BackendUnavailable(EdgeCompressError):
+    """A framework, converter or runtime the recipe needs is not installed or has no backend."""
+
+    exit_code = 2
+
+
+class ModelError(EdgeCompressError):
+    """The model could not be loaded, run, or transformed."""
+
+
+class ExportError(EdgeCompressError):
+    """Conversion to a deployment format failed, or the artifact disagrees with the source model."""
+
+
+class DeviceError(EdgeCompressError):
+    """A device could not be reached or an artifact could not be profiled on it."""
+
+
+class GateFailed(EdgeCompressError):
+    """One or more gates in the recipe failed. The report is written before this is raised."""
+
+    exit_code = 3

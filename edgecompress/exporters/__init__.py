@@ -1,0 +1,1 @@
+"""Exporters turn the framework model into a deployment artifact (TFLite, OpenVINO IR)."""

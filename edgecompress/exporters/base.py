@@ -1,0 +1,44 @@
+"""What an exporter produces and promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from edgecompress.context import RunContext
+    from edgecompress.recipe import ExportSpec
+
+
+class Artifact(BaseModel):
+    """A file (OpenVINO: the .xml, its .bin beside it) a runtime can load, and how to feed it."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str  # e.g. "tflite-fp32"
+    format: str  # "tflite" | "openvino"
+    runtime: str  # "litert" | "openvino"
+    precision: str
+    path: Path
+    files: list[Path]  # every file that belongs to the artifact (sizes add up to size_bytes)
+    size_bytes: int
+    input_shape: list[int]
+    layout: str
+
+
+class Exporter:
+    """Subclasses set `name`, `runtime`, `precisions`, `backends` ({framework: "module:function"}).
+
+    A backend function is `export(model, spec, ctx, out_dir) -> Artifact`.
+    """
+
+    name: ClassVar[str]
+    runtime: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]]
+    backends: ClassVar[dict[str, str]]
+
+    def export(self, model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) -> Artifact:
+        from edgecompress.registry import resolve_backend
+
+        return resolve_backend(self, ctx.framework)(model, spec, ctx, out_dir)

@@ -1,0 +1,1 @@
+"""Framework adapters: the only modules that import torch (and, later, TensorFlow/Keras)."""

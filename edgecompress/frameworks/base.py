@@ -1,0 +1,76 @@
+"""The contract every framework adapter fulfils. The pipeline and stages talk to models only through it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edgecompress.console import UI
+    from edgecompress.data import DataBundle
+    from edgecompress.recipe import ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer as `edgecompress inspect` shows it."""
+
+    name: str
+    kind: str  # e.g. "Conv2d(depthwise)", "Linear", "BatchNorm2d"
+    params: int
+    macs: int
+    out_channels: int | None
+    prunable: bool  # whether channel pruning can remove this layer's output channels
+    note: str = ""  # why not, or what it is coupled with
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """One training loop serves `train` and `distill`: teacher=None means plain supervised training."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | constant
+    label_smoothing: float = 0.0
+    teacher: Any = None
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the distillation term; (1 - alpha) on the hard-label loss
+    keep_best: bool = True  # restore the weights with the best validation accuracy
+    description: str = "train"
+
+
+class FrameworkAdapter(Protocol):
+    name: str
+
+    def load(self, spec: ModelSpec, recipe_path: Path) -> Any:
+        """Build or load the model. ModelError/RecipeError naming the file on failure."""
+
+    def check(self, model: Any, input_shape: list[int], num_classes: int) -> None:
+        """Run one forward pass on zeros; ModelError if it fails or the output is not (batch, num_classes)."""
+
+    def stats(self, model: Any, input_shape: list[int]) -> ModelStats: ...
+
+    def layers(self, model: Any, input_shape: list[int]) -> list[LayerInfo]: ...
+
+    def copy(self, model: Any) -> Any: ...
+
+    def fit(self, model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI) -> Any:
+        """Train in place and return the model (best-on-validation weights when options.keep_best)."""
+
+    def predict(self, model: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Logits for a float32 array in the model's layout."""
+
+    def save(self, model: Any, path: Path, input_shape: list[int]) -> Path:
+        """Write the model in the framework's own format (torch: torch.export .pt2); return the file."""

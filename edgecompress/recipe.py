@@ -1,0 +1,400 @@
+"""The recipe: a YAML file parsed into a strict, frozen pydantic model.
+
+`load_recipe(path)` parses, validates and cross-checks a recipe; every error names the file, the line,
+the key path and, where it can, the closest valid key or value. Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgecompress.errors import EdgeCompressError, RecipeError
+from edgecompress.registry import EXPORTERS, STAGES, did_you_mean
+from edgecompress.specs import find_spec_file
+from edgecompress.stages.base import StageConfig
+
+MODEL_SUFFIXES = {
+    ".pt2": "torch",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".ts": "torch",
+    ".torchscript": "torch",
+    ".keras": "keras",
+    ".h5": "keras",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    source: str = Field(
+        description="Where the model comes from: 'path/file.py:function', 'package.module:function', "
+        "a torch.export '.pt2', a TorchScript file ('.pt'/'.ts'), or a Keras file. Python entries and "
+        "TorchScript/pickle files execute code when loaded: only use sources you trust."
+    )
+    input_shape: list[Annotated[int, Field(gt=0)]] = Field(
+        description="Shape of one input batch in the model's own layout, batch first, e.g. [1, 1, 32, 32]."
+    )
+    checkpoint: str | None = Field(
+        default=None, description="Optional state_dict file loaded into the model after it is built."
+    )
+    framework: Literal["torch", "keras"] | None = Field(
+        default=None, description="The model's framework; inferred from `source` when omitted."
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed to a python-entry model factory."
+    )
+
+    @field_validator("input_shape")
+    @classmethod
+    def _rank(cls, v: list[int]) -> list[int]:
+        if len(v) < 2:
+            raise ValueError("input_shape needs a batch dimension and at least one more, e.g. [1, 1, 32, 32]")
+        return v
+
+    @property
+    def resolved_framework(self) -> str:
+        if self.framework:
+            return self.framework
+        suffix = Path(self.source.split(":")[0]).suffix.lower()
+        if suffix in MODEL_SUFFIXES:
+            return MODEL_SUFFIXES[suffix]
+        if ":" not in self.source and suffix == "":
+            return "keras"  # a SavedModel directory
+        return "torch"
+
+
+class Normalize(_Strict):
+    mean: list[float] = Field(description="Per-channel mean subtracted from pixels scaled to [0, 1].")
+    std: list[Annotated[float, Field(gt=0)]] = Field(description="Per-channel divisor applied after the mean.")
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Normalize:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        return self
+
+
+class SplitSpec(_Strict):
+    val: float = Field(default=0.15, gt=0, lt=0.5, description="Fraction of the data held out for validation.")
+    test: float = Field(default=0.2, gt=0, lt=0.5, description="Fraction held out for the final test.")
+    calibration: int = Field(
+        default=256, gt=0, description="Training images set aside (copied, not removed) for calibration."
+    )
+
+
+class DataSpec(_Strict):
+    dataset: str = Field(
+        default="digits",
+        description="'digits' (bundled with scikit-learn), 'folder' (one subfolder per class), 'npz' "
+        "(arrays x and y), or a python entry 'file.py:function' returning (x, y) or a dict of splits.",
+    )
+    path: str | None = Field(default=None, description="Folder or .npz file for 'folder' and 'npz'.")
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
+        default=(32, 32), description="Height and width images are resized to."
+    )
+    channels: Literal[1, 3] = Field(default=1, description="1 for grayscale, 3 for RGB.")
+    layout: Literal["NCHW", "NHWC"] = Field(
+        default="NCHW", description="Layout of the model's input; the exports keep it and record it."
+    )
+    normalize: Normalize | None = Field(
+        default=None, description="Per-channel normalisation after scaling pixels to [0, 1]; recorded in exports."
+    )
+    batch_size: int = Field(default=64, gt=0, description="Training and evaluation batch size.")
+    split: SplitSpec = Field(default_factory=SplitSpec, description="How data is split (seeded, stratified).")
+
+
+class ExportSpec(_Strict):
+    format: str = Field(description="Deployment format: 'tflite' (LiteRT) or 'openvino' (IR).")
+    precision: Literal["fp32", "fp16", "int8"] = Field(default="fp32", description="Numeric precision.")
+    name: str | None = Field(default=None, description="Artifact name; defaults to '<format>-<precision>'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Converter options for this format.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_target_file(cls, data: Any, info: Any) -> Any:
+        """`{target: NAME}` loads targets/NAME.yaml; keys given beside it override the file."""
+        if isinstance(data, dict) and "target" in data:
+            data = dict(data)
+            name = data.pop("target")
+            base = (info.context or {}).get("base_dir") if info.context else None
+            path = find_spec_file("targets", str(name), base_dir=base)
+            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded.setdefault("name", str(name))
+            data = {**loaded, **data}
+        return data
+
+    @field_validator("format")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in EXPORTERS:
+            raise ValueError(f"unknown format '{v}'{did_you_mean(v, EXPORTERS.names())}; valid: {', '.join(EXPORTERS.names())}")
+        return v
+
+    @property
+    def artifact_name(self) -> str:
+        return self.name or f"{self.format}-{self.precision}"
+
+
+class ProfileSpec(_Strict):
+    runs: int = Field(default=200, gt=0, description="Timed inferences after warm-up.")
+    warmup_seconds: float = Field(default=1.0, ge=0, description="Seconds of untimed inference before timing.")
+    threads: int | None = Field(default=None, gt=0, description="Inference threads; default: the device's.")
+    enabled: bool = Field(default=True, description="Set false to skip latency and memory profiling.")
+
+
+class ParitySpec(_Strict):
+    min_agreement: float = Field(
+        default=0.99, ge=0, le=1, description="Least top-1 agreement of each artifact with the framework model."
+    )
+
+
+class GatesSpec(_Strict):
+    max_accuracy_drop: float | None = Field(
+        default=None, ge=0, le=1, description="Largest allowed drop from the baseline's test accuracy (0.01 = 1 point)."
+    )
+    min_accuracy: float | None = Field(default=None, ge=0, le=1, description="Least test accuracy of every artifact.")
+    max_size_kb: float | None = Field(default=None, gt=0, description="Largest artifact file size in KiB.")
+    max_latency_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Largest p50 latency per 'device/artifact' (globs allowed), e.g. {'desktop/tflite-*': 2.0}.",
+    )
+
+
+class Recipe(_Strict):
+    """A whole build: model, data, stages, exports, devices, profiling and gates."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name; output goes to runs/<name>.")
+    seed: int = Field(default=0, description="Seed for data splits, training and pruning.")
+    model: ModelSpec = Field(description="The trained model to compress.")
+    data: DataSpec = Field(default_factory=DataSpec, description="Dataset, preprocessing and splits.")
+    stages: list[StageConfig] = Field(default_factory=list, description="Stages run in order; see `edgecompress schema`.")
+    export: list[ExportSpec] = Field(default_factory=list, description="Artifacts to export and verify.")
+    devices: list[str] = Field(default_factory=lambda: ["desktop"], description="Device profiles (devices/*.yaml).")
+    profile: ProfileSpec = Field(default_factory=ProfileSpec, description="Latency and memory measurement.")
+    parity: ParitySpec = Field(default_factory=ParitySpec, description="Artifact vs framework model checks.")
+    gates: GatesSpec = Field(default_factory=GatesSpec, description="Limits that fail the build when exceeded.")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_configs(cls, value: Any) -> Any:
+        """Validate each entry through the config class its `type` names in the stage registry."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for i, entry in enumerate(value):
+            if isinstance(entry, StageConfig):
+                out.append(entry)
+                continue
+            if not isinstance(entry, dict) or "type" not in entry:
+                raise _NestedError(("stages", i), f"each stage needs a 'type', one of: {', '.join(STAGES.names())}")
+            kind = str(entry["type"])
+            if kind not in STAGES:
+                raise _NestedError(
+                    ("stages", i, "type"),
+                    f"unknown stage '{kind}'{did_you_mean(kind, STAGES.names())}; valid: {', '.join(STAGES.names())}",
+                )
+            config_cls = STAGES.get(kind).Config
+            try:
+                out.append(config_cls.model_validate(entry))
+            except ValidationError as exc:
+                raise _NestedError(("stages", i), exc, config_cls) from None
+        return out
+
+    @model_validator(mode="after")
+    def _unique_artifacts(self) -> Recipe:
+        names = [e.artifact_name for e in self.export]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"export names must be unique; repeated: {', '.join(dupes)} (set 'name:' on one)")
+        return self
+
+    def content_hash(self) -> str:
+        """sha256 of the resolved recipe: two recipes with the same hash build the same thing."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class _NestedError(Exception):
+    """Carries a stage-config error out of pydantic with its full location (pydantic would flatten it)."""
+
+    def __init__(self, loc: tuple[Any, ...], error: ValidationError | str, model: type[BaseModel] | None = None):
+        super().__init__(str(error))
+        self.loc = loc
+        self.error = error
+        self.model = model
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """Key path -> 1-based line of every mapping key and sequence item in a YAML document."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, val in node.value:
+                sub = (*path, key.value)
+                lines[sub] = key.start_mark.line + 1
+                walk(val, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the model reached by following `loc` (for did-you-mean on unknown keys)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(getattr(current, "model_fields", {})) if current is not None else []
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        valid = _fields_at(model, loc[:-1])
+        return f"unknown key '{key}'{did_you_mean(str(key), valid)}" + (f"; valid: {', '.join(valid)}" if valid else "")
+    if kind == "missing":
+        return "required key is missing"
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if kind == "literal_error":
+        expected = [e.strip(" '") for e in str(err.get("ctx", {}).get("expected", "")).replace(" or ", ",").split(",")]
+        msg += did_you_mean(str(err.get("input")), [e for e in expected if e])
+    if "input" in err and kind not in {"missing", "model_type", "dict_type"} and not isinstance(err["input"], dict | list):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _format_errors(
+    errors: list[dict[str, Any]], model: type[BaseModel] | None, prefix: tuple[Any, ...], where: str,
+    lines: dict[tuple[Any, ...], int],
+) -> str:
+    out = []
+    for err in errors:
+        loc = tuple(p for p in err.get("loc", ()) if p not in ("function-after", "function-before"))
+        full = (*prefix, *loc)
+        line = next((lines[full[:n]] for n in range(len(full), 0, -1) if full[:n] in lines), None)
+        key = ".".join(str(p) for p in full) or "(top level)"
+        out.append(f"{where}{f':{line}' if line else ''}: {key}: {_describe(err, model, loc)}")
+    return "\n".join(out)
+
+
+def parse_recipe(text: str, *, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+    """Parse and validate recipe text. Raises RecipeError with 'file:line: key: problem' lines."""
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with at least 'name' and 'model'")
+    context = {"base_dir": base_dir}
+    try:
+        return Recipe.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(exc.errors(), Recipe, (), source, lines)) from None
+    except _NestedError as exc:
+        if isinstance(exc.error, ValidationError):
+            raise RecipeError(_format_errors(exc.error.errors(), exc.model, exc.loc, source, lines)) from None
+        line = lines.get(exc.loc) or lines.get(exc.loc[:2])
+        key = ".".join(str(p) for p in exc.loc)
+        raise RecipeError(f"{source}{f':{line}' if line else ''}: {key}: {exc.error}") from None
+    except EdgeCompressError as exc:  # a target file that does not exist, a plugin that fails to import
+        raise RecipeError(f"{source}: {exc}") from None
+
+
+def load_recipe(path: str | Path, *, check: bool = True) -> Recipe:
+    """Read, validate and (by default) cross-check the recipe at `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    recipe = parse_recipe(path.read_text(), source=str(path), base_dir=path.parent)
+    if check:
+        check_recipe(recipe, path)
+    return recipe
+
+
+def resolve_path(value: str, recipe_path: Path) -> Path:
+    """A path from a recipe: absolute, relative to the current directory, or relative to the recipe."""
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return recipe_path.parent / p
+
+
+def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
+    """Cross-checks that need the file system or the registries. Raises RecipeError on the first problem."""
+    from edgecompress.registry import FRAMEWORKS
+    from edgecompress.specs import load_device
+
+    where = str(recipe_path)
+    lines = _line_map(recipe_path.read_text())
+
+    def fail(loc: tuple[Any, ...], message: str) -> RecipeError:
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        return RecipeError(f"{where}{f':{line}' if line else ''}: {'.'.join(map(str, loc))}: {message}")
+
+    framework = recipe.model.resolved_framework
+    if framework not in FRAMEWORKS:
+        raise fail(("model", "source"), f"{framework} models are not supported yet; supported: {', '.join(FRAMEWORKS.names())}")
+    file_part = recipe.model.source.split(":")[0] if recipe.model.source.count(":") == 1 else recipe.model.source
+    looks_like_path = file_part.endswith(".py") or Path(file_part).suffix.lower() in MODEL_SUFFIXES
+    if looks_like_path and not resolve_path(file_part, recipe_path).exists():
+        raise fail(("model", "source"), f"file not found: {file_part}")
+    if recipe.model.checkpoint and not resolve_path(recipe.model.checkpoint, recipe_path).exists():
+        raise fail(("model", "checkpoint"), f"file not found: {recipe.model.checkpoint}")
+    if recipe.data.dataset in {"folder", "npz"}:
+        if not recipe.data.path:
+            raise fail(("data", "dataset"), f"dataset '{recipe.data.dataset}' needs 'path:'")
+        if not resolve_path(recipe.data.path, recipe_path).exists():
+            raise fail(("data", "path"), f"not found: {recipe.data.path}")
+    if recipe.data.normalize and len(recipe.data.normalize.mean) not in {1, recipe.data.channels}:
+        raise fail(("data", "normalize", "mean"), f"needs 1 or {recipe.data.channels} values (data.channels)")
+    for i, stage in enumerate(recipe.stages):
+        backends = STAGES.get(stage.type).backends
+        if framework not in backends:
+            raise fail(("stages", i, "type"), f"stage '{stage.type}' has no {framework} backend (it has: {', '.join(backends)})")
+    has_quantize = any(s.type == "quantize" for s in recipe.stages)
+    for i, spec in enumerate(recipe.export):
+        exporter = EXPORTERS.get(spec.format)
+        if framework not in exporter.backends:
+            raise fail(("export", i, "format"), f"{spec.format} export has no {framework} backend")
+        if spec.precision not in exporter.precisions:
+            raise fail(("export", i, "precision"), f"{spec.format} supports {', '.join(exporter.precisions)}")
+        if spec.precision == "int8" and not has_quantize:
+            raise fail(("export", i, "precision"), "int8 export needs a 'quantize' stage before it")
+    for i, name in enumerate(recipe.devices):
+        try:
+            load_device(name, base_dir=recipe_path.parent)
+        except EdgeCompressError as exc:
+            raise fail(("devices", i), str(exc)) from None
+    known = {f"{d}/{e.artifact_name}" for d in recipe.devices for e in recipe.export}
+    for pattern in recipe.gates.max_latency_ms:
+        if not fnmatch.filter(known, pattern):
+            raise fail(("gates", "max_latency_ms", pattern), f"matches no 'device/artifact'; known: {', '.join(sorted(known)) or 'none'}")

@@ -1,0 +1,95 @@
+"""Data files that describe the world: export targets (targets/*.yaml) and devices (devices/*.yaml).
+
+A name is looked up in `<recipe dir>/<kind>/`, `./<kind>/`, then the copy shipped beside the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgecompress.errors import RecipeError
+from edgecompress.registry import did_you_mean
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def spec_dirs(kind: str, base_dir: Path | None = None) -> list[Path]:
+    dirs = [Path.cwd() / kind, PROJECT_ROOT / kind]
+    if base_dir is not None:
+        dirs = [Path(base_dir) / kind, Path(base_dir).parent / kind, *dirs]
+    seen: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [s.resolve() for s in seen]:
+            seen.append(d)
+    return seen
+
+
+def find_spec_file(kind: str, name: str, *, base_dir: Path | None = None) -> Path:
+    """The YAML file for `name` in the first `kind/` folder that has it; RecipeError listing the known ones."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name)
+    known: set[str] = set()
+    for d in spec_dirs(kind, base_dir):
+        candidate = d / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+        known.update(p.stem for p in d.glob("*.yaml"))
+    raise RecipeError(
+        f"no {kind[:-1]} named '{name}'{did_you_mean(name, known)}; known: {', '.join(sorted(known)) or 'none'} "
+        f"(add {kind}/{name}.yaml)"
+    )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CPUSpec(_Strict):
+    model: str = Field(description="CPU model name as the vendor gives it, or 'detect' for this machine.")
+    arch: Literal["x86_64", "aarch64", "armv7l", "detect"] = Field(description="Instruction set architecture.")
+    cores: int | Literal["detect"] = Field(description="Cores available to inference.")
+    isa: list[str] = Field(default_factory=list, description="SIMD/ISA features, e.g. avx2, avx512_vnni, neon, dotprod.")
+    int8_dot_product: bool | Literal["detect"] = Field(
+        default="detect",
+        description="Whether the CPU has int8 dot-product instructions (VNNI, ARM dotprod) that make int8 faster.",
+    )
+
+
+class PowerModel(_Strict):
+    idle_watts: float = Field(gt=0, description="Package power at idle.")
+    active_watts_per_core: float = Field(gt=0, description="Extra power per busy core, for estimated energy.")
+    source: str = Field(description="Where these numbers come from (datasheet, measurement, ...).")
+
+
+class Connection(_Strict):
+    runner: str = Field(default="local", description="How artifacts reach the device: local, ssh, adb.")
+    host: str | None = Field(default=None, description="Host for ssh, serial for adb.")
+    python: str = Field(default="python3", description="Python on the device that runs the profiling script.")
+
+
+class DeviceProfile(_Strict):
+    """A device artifacts are profiled on. See devices/desktop.yaml."""
+
+    name: str
+    description: str = Field(description="One line a person reads in the report.")
+    cpu: CPUSpec
+    memory_mb: int | Literal["detect"] = Field(description="RAM in MiB.")
+    threads: int = Field(default=2, gt=0, description="Default inference threads on this device.")
+    runtimes: list[Literal["litert", "openvino"]] = Field(description="Runtimes installed on the device.")
+    connection: Connection = Field(default_factory=Connection)
+    power: PowerModel | None = Field(default=None, description="Power model for estimated energy per inference.")
+
+
+def load_device(name: str, *, base_dir: Path | None = None) -> DeviceProfile:
+    path = find_spec_file("devices", name, base_dir=base_dir)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return DeviceProfile.model_validate({"name": name, **data})
+    except (yaml.YAMLError, ValidationError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        key = ".".join(map(str, first["loc"]))
+        raise RecipeError(f"{path}: {key}: {first['msg']}") from None
