@@ -181,7 +181,7 @@ def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
             arr = (arr - np.asarray(spec.normalize.mean, np.float32)) / np.asarray(spec.normalize.std, np.float32)
         return np.ascontiguousarray(arr.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else arr, dtype=np.float32)
 
-    num_classes = int(max(int(y.max()) + 1, *(int(v[1].max()) + 1 for v in (preset or {}).values())))
+    num_classes = 1 + max([int(y.max())] + [int(v[1].max()) for v in (preset or {}).values() if len(v[1])])
     rng = np.random.default_rng(seed)
     if preset:
         train = Split(prepare(preset["train"][0]), preset["train"][1])

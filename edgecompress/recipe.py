@@ -341,11 +341,12 @@ def load_recipe(path: str | Path, *, check: bool = True) -> Recipe:
 
 
 def resolve_path(value: str, recipe_path: Path) -> Path:
-    """A path from a recipe: absolute, relative to the current directory, or relative to the recipe."""
+    """A path from a recipe: absolute, relative to the recipe's folder, else relative to the current directory."""
     p = Path(value).expanduser()
-    if p.is_absolute() or p.exists():
+    if p.is_absolute():
         return p
-    return recipe_path.parent / p
+    beside = recipe_path.parent / p
+    return beside if beside.exists() or not p.exists() else p
 
 
 def check_recipe(recipe: Recipe, recipe_path: Path) -> None:

@@ -1,0 +1,182 @@
+"""The `edgecompress` command. Heavy modules are imported inside commands, never at start-up.
+
+Exit codes: 0 ok, 1 the run failed, 2 the input (recipe, files, data, options) is wrong, 3 a gate failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgecompress.errors import EdgeCompressError, GateFailed, RecipeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compress a trained model for edge devices, export it to TFLite and OpenVINO, and measure it there.",
+)
+
+_state = {"verbosity": 1, "debug": False}
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final line.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Per-epoch lines and more detail.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _verbosity(quiet: bool, verbose: bool) -> int:
+    if quiet and verbose:
+        raise RecipeError("--quiet and --verbose exclude each other")
+    return 0 if quiet else 2 if verbose else 1
+
+
+@app.command()
+def build(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory [default: runs/<name>].")] = None,
+    no_profile: Annotated[bool, typer.Option("--no-profile", help="Skip latency/memory profiling.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a recipe: stages, export, verify on the runtimes, profile, report, gates."""
+    from edgecompress.pipeline import run_build
+
+    run_build(recipe, out=out, verbosity=_verbosity(quiet, verbose), profile=not no_profile)
+
+
+@app.command()
+def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+    """Check a recipe without running it (keys, values, files, devices, stage/framework support)."""
+    from edgecompress.recipe import load_recipe
+
+    r = load_recipe(recipe)
+    typer.echo(
+        f"{recipe}: ok — {r.model.resolved_framework} model, {len(r.stages)} stage(s) "
+        f"[{', '.join(s.type for s in r.stages)}], {len(r.export)} export(s), devices: {', '.join(r.devices)}"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe's JSON Schema (every stage type included)."""
+    from edgecompress.schema import recipe_json_schema
+
+    typer.echo(json.dumps(recipe_json_schema(), indent=2))
+
+
+@app.command()
+def inspect(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file whose model is inspected.")],
+    all_layers: Annotated[bool, typer.Option("--all", help="List every layer, not only those with weights.")] = False,
+) -> None:
+    """Print the model's layers, params, MACs and what channel pruning can touch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgecompress.recipe import load_recipe
+    from edgecompress.registry import FRAMEWORKS
+
+    r = load_recipe(recipe)
+    adapter = FRAMEWORKS.get(r.model.resolved_framework)()
+    model = adapter.load(r.model, recipe)
+    shape = list(r.model.input_shape)
+    stats = adapter.stats(model, shape)
+    table = Table(title=f"{r.model.source}  input {shape}", title_justify="left")
+    for col in ("layer", "kind", "params", "MACs", "out ch", "prunable", "note"):
+        table.add_column(col, justify="right" if col in {"params", "MACs", "out ch"} else "left")
+    for layer in adapter.layers(model, shape):
+        if all_layers or layer.params:
+            table.add_row(layer.name, layer.kind, f"{layer.params:,}", f"{layer.macs:,}",
+                          "" if layer.out_channels is None else str(layer.out_channels),
+                          "yes" if layer.prunable else "no", layer.note)
+    console = Console()
+    console.print(table)
+    console.print(f"total: {stats.params:,} params, {stats.macs:,} MACs ({stats.macs / 1e6:.2f} M)")
+
+
+@app.command()
+def profile(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite file or an OpenVINO .xml.")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name (devices/*.yaml).")] = "desktop",
+    threads: Annotated[int | None, typer.Option(help="Inference threads [default: the device's].")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs after warm-up.")] = 200,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as JSON.")] = False,
+) -> None:
+    """Profile an existing artifact on a device: latency percentiles, load time, peak memory."""
+    from edgecompress.exporters.base import artifact_from_file
+    from edgecompress.registry import RUNNERS
+    from edgecompress.specs import load_device
+
+    art = artifact_from_file(artifact)
+    dev = load_device(device)
+    m = RUNNERS.get(dev.connection.runner)().run(art, dev, runs=runs, warmup_seconds=warmup,
+                                                 threads=threads or dev.threads)
+    if as_json:
+        typer.echo(m.model_dump_json(indent=2))
+        return
+    lat = m.latency
+    typer.echo(
+        f"{artifact} on {dev.name} ({m.runtime} {m.runtime_version}, {m.threads} threads): "
+        f"p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f}, p99 {lat.p99_ms:.3f}, mean {lat.mean_ms:.3f} ± {lat.std_ms:.3f} "
+        f"over {lat.runs} runs; load {m.load_ms:.1f} ms, first {m.first_inference_ms:.2f} ms, "
+        f"peak RSS {m.peak_rss_mb:.1f} MiB"
+    )
+
+
+@app.command()
+def devices() -> None:
+    """List the device profiles edgecompress knows (devices/*.yaml)."""
+    from edgecompress.specs import load_device, spec_dirs
+
+    seen = set()
+    for d in spec_dirs("devices"):
+        for f in sorted(d.glob("*.yaml")):
+            if f.stem not in seen:
+                seen.add(f.stem)
+                dev = load_device(f.stem)
+                typer.echo(f"{dev.name:<16} {dev.connection.runner:<6} {', '.join(dev.runtimes):<18} {dev.description}")
+
+
+def main() -> None:
+    """Console entry point: maps errors to one line and an exit code (see module docstring)."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.exceptions.TyperException as exc:  # usage errors: typer prints them itself
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(2)
+    except EdgeCompressError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        prefix = "gate failed" if isinstance(exc, GateFailed) else "error"
+        lines = str(exc).split("; ") if isinstance(exc, GateFailed) else str(exc).splitlines()
+        for line in lines or [type(exc).__name__]:
+            print(f"{prefix}: {line}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # a bug or an unexpected library failure: say so, don't hide it
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

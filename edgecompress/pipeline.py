@@ -1,0 +1,261 @@
+"""One build: load -> stages -> export -> verify -> profile -> report -> gates.
+
+The build runs in a temporary directory beside the output directory and replaces it only when every
+step worked; a failed build leaves the previous output untouched. A failed gate is not a failed build:
+the output and report are written, then GateFailed is raised.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgecompress.console import UI
+from edgecompress.errors import GateFailed, RecipeError
+from edgecompress.recipe import Recipe, load_recipe
+from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES
+from edgecompress.report import ArtifactResult, GateResult, Parity, Report, Step
+from edgecompress.specs import DeviceProfile, load_device
+
+VERSIONED_PACKAGES = (
+    "edgecompress", "torch", "torch-pruning", "litert-torch", "ai-edge-litert", "litert-converter", "openvino",
+    "nncf", "numpy", "scikit-learn", "pydantic",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace out_dir by tmp; the old output is removed only after the new one is in place."""
+    backup = None
+    if out_dir.exists():
+        backup = out_dir.with_name(f".{out_dir.name}.old-{int(time.time() * 1000)}")
+        out_dir.rename(backup)
+    tmp.rename(out_dir)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def evaluate_gates(recipe: Recipe, report_steps: list[Step], reference: Step,
+                   artifacts: list[ArtifactResult]) -> list[GateResult]:
+    """Every gate in the recipe, plus the parity threshold, checked against measured values."""
+    gates = recipe.gates
+    out: list[GateResult] = []
+    for a in artifacts:
+        out.append(GateResult(gate="parity.min_agreement", subject=a.name, limit=recipe.parity.min_agreement,
+                              value=a.parity.agreement, passed=a.parity.agreement >= recipe.parity.min_agreement))
+        if gates.max_accuracy_drop is not None:
+            drop = reference.test_accuracy - a.parity.accuracy
+            out.append(GateResult(gate="max_accuracy_drop", subject=a.name, limit=gates.max_accuracy_drop,
+                                  value=drop, passed=drop <= gates.max_accuracy_drop + 1e-12))
+        if gates.min_accuracy is not None:
+            out.append(GateResult(gate="min_accuracy", subject=a.name, limit=gates.min_accuracy,
+                                  value=a.parity.accuracy, passed=a.parity.accuracy >= gates.min_accuracy))
+        if gates.max_size_kb is not None:
+            kb = a.size_bytes / 1024
+            out.append(GateResult(gate="max_size_kb", subject=a.name, limit=gates.max_size_kb, value=kb,
+                                  passed=kb <= gates.max_size_kb))
+        for device, m in a.measurements.items():
+            subject = f"{device}/{a.name}"
+            for pattern, limit in gates.max_latency_ms.items():
+                if fnmatch.fnmatch(subject, pattern):
+                    out.append(GateResult(gate="max_latency_ms", subject=subject, limit=limit,
+                                          value=m.latency.p50_ms, passed=m.latency.p50_ms <= limit))
+    if not artifacts and gates.max_accuracy_drop is not None:
+        last = report_steps[-1]
+        drop = reference.test_accuracy - last.test_accuracy
+        out.append(GateResult(gate="max_accuracy_drop", subject=last.name, limit=gates.max_accuracy_drop,
+                              value=drop, passed=drop <= gates.max_accuracy_drop + 1e-12))
+    return out
+
+
+class _Build:
+    """The state of one build; `run()` does the work in `self.tmp`."""
+
+    def __init__(self, recipe: Recipe, recipe_path: Path, tmp: Path, ui: UI, *, profile: bool) -> None:
+        self.recipe = recipe
+        self.recipe_path = recipe_path
+        self.tmp = tmp
+        self.ui = ui
+        self.profile = profile and recipe.profile.enabled
+
+    def _step(self, ctx: Any, model: Any, name: str, stage_type: str | None, seconds: float,
+              notes: dict[str, Any]) -> Step:
+        adapter, data = ctx.adapter, ctx.data
+        stats = adapter.stats(model, ctx.input_shape)
+        test = float((adapter.predict(model, data.test.x).argmax(1) == data.test.y).mean())
+        val = float((adapter.predict(model, data.val.x).argmax(1) == data.val.y).mean())
+        step = Step(name=name, stage_type=stage_type, test_accuracy=test, val_accuracy=val, params=stats.params,
+                    macs=stats.macs, seconds=seconds, notes=notes)
+        self.ui.info(f"  {name}: test acc {test:.4f}, {stats.macs / 1e6:.2f} M MACs, {stats.params:,} params "
+                     f"({seconds:.1f} s)")
+        return step
+
+    def run(self, devices: list[DeviceProfile]) -> Report:
+        from edgecompress.context import RunContext
+        from edgecompress.data import load_data
+        from edgecompress.exporters.parity import check_parity
+
+        t0 = time.perf_counter()
+        recipe, ui = self.recipe, self.ui
+        adapter = FRAMEWORKS.get(recipe.model.resolved_framework)()
+        ui.info(f"[bold]edgecompress build[/bold] {recipe.name}: loading data '{recipe.data.dataset}'")
+        data = load_data(recipe.data, self.recipe_path, seed=recipe.seed)
+        expected = tuple(recipe.model.input_shape[1:])
+        if expected != data.sample_shape:
+            raise RecipeError(
+                f"{self.recipe_path}: model.input_shape {list(recipe.model.input_shape)} does not match the data: "
+                f"{recipe.data.layout} images of {data.sample_shape} (data.image_size, data.channels, data.layout)"
+            )
+        ui.info(f"loading model {recipe.model.source}")
+        model = adapter.load(recipe.model, self.recipe_path)
+        adapter.check(model, list(recipe.model.input_shape), data.num_classes)
+        ctx = RunContext(recipe=recipe, recipe_path=self.recipe_path, workdir=self.tmp, adapter=adapter,
+                         data=data, ui=ui)
+        steps = [self._step(ctx, model, "baseline", None, 0.0, {})]
+        reference = steps[0].name
+        for i, config in enumerate(recipe.stages):
+            stage = STAGES.get(config.type)(config)
+            if stage.compresses and ctx.teacher is None:
+                ctx.teacher = adapter.copy(model)
+                reference = steps[-1].name
+            ctx.current_stage = i
+            ui.info(f"[bold]stage {i}: {config.type}[/bold]")
+            t = time.perf_counter()
+            model = stage.apply(model, ctx)
+            steps.append(self._step(ctx, model, f"{i}:{config.type}", config.type, time.perf_counter() - t,
+                                    ctx.notes.get(i, {})))
+        if ctx.teacher is None:
+            reference = steps[-1].name
+        adapter.save(model, self.tmp / "model.pt2", list(recipe.model.input_shape))
+
+        artifacts: list[ArtifactResult] = []
+        ref_logits = adapter.predict(model, data.test.x) if recipe.export else None
+        threads = recipe.profile.threads or (devices[0].threads if devices else 2)
+        exported = []
+        for spec in recipe.export:
+            exporter = EXPORTERS.get(spec.format)()
+            ui.info(f"[bold]export {spec.artifact_name}[/bold]")
+            artifact = exporter.export(model, spec, ctx, self.tmp)
+            parity = check_parity(artifact, data.test.x, ref_logits, data.test.y, threads=threads, ui=ui)
+            ui.info(f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f}, "
+                    f"max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB")
+            exported.append((artifact, Parity.model_validate(parity.model_dump())))
+
+        for artifact, parity in exported:
+            measurements = {}
+            for device in devices if self.profile else []:
+                if artifact.runtime not in device.runtimes:
+                    ui.warn(f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there")
+                    continue
+                runner = RUNNERS.get(device.connection.runner)()
+                ui.info(f"profiling {artifact.name} on {device.name}")
+                measurements[device.name] = runner.run(
+                    artifact, device, runs=recipe.profile.runs, warmup_seconds=recipe.profile.warmup_seconds,
+                    threads=recipe.profile.threads or device.threads,
+                )
+            artifacts.append(ArtifactResult(
+                name=artifact.name, format=artifact.format, runtime=artifact.runtime, precision=artifact.precision,
+                files=[str(Path(f).relative_to(self.tmp)) for f in artifact.files], size_bytes=artifact.size_bytes,
+                parity=parity, measurements=measurements,
+            ))
+
+        ref_step = next(s for s in steps if s.name == reference)
+        return Report(
+            edgecompress_version=package_versions().get("edgecompress", "unknown"),
+            recipe_name=recipe.name,
+            recipe_hash=recipe.content_hash(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seed=recipe.seed,
+            framework=adapter.name,
+            machine=machine_info(),
+            versions=package_versions(),
+            data={"dataset": recipe.data.dataset, "train": len(data.train), "val": len(data.val),
+                  "test": len(data.test), "calibration": len(data.calibration), "num_classes": data.num_classes,
+                  **data.describe()},
+            steps=steps,
+            reference_step=reference,
+            artifacts=artifacts,
+            gates=evaluate_gates(recipe, steps, ref_step, artifacts),
+            wall_seconds=time.perf_counter() - t0,
+        )
+
+
+def write_outputs(report: Report, recipe: Recipe, directory: Path) -> None:
+    """report.json (canonical), report.md, recipe.lock.yaml."""
+    (directory / "report.json").write_text(report.model_dump_json(indent=2))
+    (directory / "report.md").write_text(report.to_markdown())
+    lock = {
+        "recipe_hash": report.recipe_hash,
+        "seed": recipe.seed,
+        "created": report.created,
+        "versions": report.versions,
+        "machine": report.machine,
+        "recipe": json.loads(recipe.model_dump_json()),
+    }
+    (directory / "recipe.lock.yaml").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+def run_build(recipe_path: str | Path, *, out: str | Path | None = None, verbosity: int = 1,
+              profile: bool = True) -> Report:
+    """Build the recipe; return the report. Raises RecipeError (bad input), other EdgeCompressErrors (the
+    build failed; previous output untouched), or GateFailed (output written, a gate did not pass)."""
+    from edgecompress.summary import print_summary
+
+    recipe_path = Path(recipe_path)
+    recipe = load_recipe(recipe_path)
+    ui = UI(verbosity=verbosity)
+    devices = [load_device(d, base_dir=recipe_path.parent) for d in recipe.devices]
+    out_dir = Path(out) if out else Path("runs") / recipe.name
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        report = _Build(recipe, recipe_path, tmp, ui, profile=profile).run(devices)
+        write_outputs(report, recipe, tmp)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print_summary(report, out_dir, ui)
+    failed = report.failed_gates
+    if failed:
+        raise GateFailed("; ".join(g.message for g in failed))
+    return report

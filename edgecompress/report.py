@@ -1,0 +1,163 @@
+"""The build report: a pydantic model (report.json is canonical) and its Markdown rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgecompress.profiling import Measurements
+
+
+class Step(BaseModel):
+    """The model after one step of the recipe (the first step is the model as loaded)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str = Field(description="'baseline' for the loaded model, else '<index>:<stage type>'.")
+    stage_type: str | None
+    test_accuracy: float
+    val_accuracy: float
+    params: int
+    macs: int
+    seconds: float = Field(description="Wall time of the stage.")
+    notes: dict[str, Any] = Field(default_factory=dict, description="What the stage recorded (e.g. channels removed).")
+
+
+class Parity(BaseModel):
+    """An artifact on its runtime against the framework model it was exported from, on the test split."""
+
+    model_config = ConfigDict(frozen=True)
+    n: int
+    accuracy: float
+    agreement: float = Field(description="Share of test images where the artifact's top-1 equals the framework model's.")
+    max_abs_diff: float
+    mean_abs_diff: float
+
+
+class ArtifactResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    format: str
+    runtime: str
+    precision: str
+    files: list[str] = Field(description="Paths relative to the output directory.")
+    size_bytes: int
+    parity: Parity
+    measurements: dict[str, Measurements] = Field(default_factory=dict, description="Device name -> measurements.")
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    gate: str
+    subject: str = Field(description="What was checked, e.g. 'tflite-fp32' or 'desktop/openvino-fp32'.")
+    limit: float
+    value: float
+    passed: bool
+
+    @property
+    def message(self) -> str:
+        verdict = "ok" if self.passed else f"FAILED by {abs(self.value - self.limit):.4g}"
+        return f"{self.gate} [{self.subject}]: {self.value:.4g} (limit {self.limit:.4g}) {verdict}"
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    edgecompress_version: str
+    recipe_name: str
+    recipe_hash: str
+    created: str
+    seed: int
+    framework: str
+    machine: dict[str, Any]
+    versions: dict[str, str]
+    data: dict[str, Any]
+    steps: list[Step]
+    reference_step: str = Field(description="The step accuracy drops are measured from: the model as it entered "
+                                "the first compressing stage (or the last step when no stage compresses).")
+    artifacts: list[ArtifactResult]
+    gates: list[GateResult]
+    wall_seconds: float
+
+    @property
+    def reference(self) -> Step:
+        return next(s for s in self.steps if s.name == self.reference_step)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_markdown(self) -> str:
+        """The report as a person reads it; every number comes from the JSON model."""
+        ref = self.reference
+        out = [
+            f"# edgecompress report: {self.recipe_name}",
+            "",
+            f"- created {self.created}, edgecompress {self.edgecompress_version}, seed {self.seed}, "
+            f"recipe sha256 `{self.recipe_hash[:16]}`",
+            f"- machine: {self.machine.get('cpu_model', '?')} ({self.machine.get('cores', '?')} cores, "
+            f"{self.machine.get('arch', '?')}), python {self.machine.get('python', '?')}",
+            f"- data: {self.data.get('dataset')} — train {self.data.get('train')}, val {self.data.get('val')}, "
+            f"test {self.data.get('test')}, {self.data.get('num_classes')} classes, layout {self.data.get('layout')}",
+            f"- build wall time {self.wall_seconds:.1f} s",
+            "",
+            "## What each step bought",
+            "",
+            "| step | test acc | Δ vs reference | MACs | vs reference | params | time (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in self.steps:
+            out.append(
+                f"| {s.name}{' (reference)' if s.name == ref.name else ''} | {s.test_accuracy:.4f} | "
+                f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f} pt | {s.macs:,} | "
+                f"{ref.macs / max(s.macs, 1):.2f}x fewer | {s.params:,} | {s.seconds:.1f} |"
+            )
+        for s in self.steps:
+            if s.notes:
+                out += ["", f"### {s.name}", ""]
+                for k, v in s.notes.items():
+                    out.append(f"- **{k}**: {_short(v)}")
+        out += [
+            "",
+            "## Artifacts (run on their own runtimes)",
+            "",
+            "| artifact | runtime | size (KiB) | test acc | top-1 agreement | max abs diff |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for a in self.artifacts:
+            out.append(
+                f"| {a.name} | {a.runtime} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
+                f"{a.parity.agreement:.4f} | {a.parity.max_abs_diff:.2e} |"
+            )
+        rows = [(a, d, m) for a in self.artifacts for d, m in a.measurements.items()]
+        if rows:
+            out += [
+                "",
+                "## Latency and memory",
+                "",
+                "Timed after load, first inference and warm-up; batch 1; peak RSS of a fresh process that "
+                "loaded and ran the artifact.",
+                "",
+                "| device | artifact | threads | p50 ms | p90 ms | p99 ms | mean ± std ms | load ms | first ms | "
+                "peak RSS MiB | energy mJ (est.) |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for a, d, m in rows:
+                lat = m.latency
+                energy = f"{m.energy_mj_estimated:.3f}" if m.energy_mj_estimated is not None else "—"
+                out.append(
+                    f"| {d} | {a.name} | {m.threads} | {lat.p50_ms:.3f} | {lat.p90_ms:.3f} | {lat.p99_ms:.3f} | "
+                    f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f} | {m.load_ms:.1f} | {m.first_inference_ms:.2f} | "
+                    f"{m.peak_rss_mb:.1f} | {energy} |"
+                )
+            first = rows[0][2]
+            out += ["", f"CPU: {first.cpu_model}; ISA flags: {', '.join(first.isa_flags) or 'none found'}. "
+                    "Runtimes: " + ", ".join(sorted({f'{m.runtime} {m.runtime_version}' for _, _, m in rows}))]
+        if self.gates:
+            out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
+        out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]
+        return "\n".join(out) + "\n"
+
+
+def _short(value: Any, limit: int = 600) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,43 @@
+"""The table a build ends with: baseline vs each stage vs each artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from edgecompress.console import UI
+from edgecompress.report import Report
+
+
+def summary_table(report: Report) -> Table:
+    """Accuracy, MACs, params, size and p50 per device for every step and artifact of the report."""
+    ref = report.reference
+    devices = sorted({d for a in report.artifacts for d in a.measurements})
+    table = Table(title=f"edgecompress: {report.recipe_name}", title_justify="left")
+    for col in ("step / artifact", "test acc", "Δ acc", "MACs", "params", "size KiB", *[f"p50 ms {d}" for d in devices]):
+        table.add_column(col, justify="left" if col == "step / artifact" else "right")
+    final = report.steps[-1]
+    for s in report.steps:
+        table.add_row(
+            s.name + (" (ref)" if s.name == ref.name else ""), f"{s.test_accuracy:.4f}",
+            f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f}", f"{s.macs / 1e6:.2f}M", f"{s.params:,}", "",
+            *["" for _ in devices],
+        )
+    for a in report.artifacts:
+        table.add_row(
+            f"{a.name} ({a.runtime})", f"{a.parity.accuracy:.4f}", f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
+            f"{final.macs / 1e6:.2f}M", f"{final.params:,}", f"{a.size_bytes / 1024:.1f}",
+            *[f"{a.measurements[d].latency.p50_ms:.3f}" if d in a.measurements else "—" for d in devices],
+        )
+    return table
+
+
+def print_summary(report: Report, out_dir: Path, ui: UI) -> None:
+    if ui.verbosity >= 1:
+        ui.console.print(summary_table(report))
+        for g in report.gates:
+            if not g.passed or ui.verbosity >= 2:
+                ui.console.print(("[green]" if g.passed else "[red]") + g.message, highlight=False)
+    ui.console.print(f"wrote {out_dir}/ (report.md, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s",
+                     highlight=False)

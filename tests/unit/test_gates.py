@@ -1,0 +1,63 @@
+"""Gates and the report rendering, on hand-made measured values."""
+
+from __future__ import annotations
+
+from edgecompress.pipeline import evaluate_gates
+from edgecompress.profiling import LatencyStats, Measurements
+from edgecompress.recipe import parse_recipe
+from edgecompress.report import ArtifactResult, Parity, Report, Step
+from edgecompress.summary import summary_table
+
+RECIPE = """\
+name: g
+model: {source: m.py:f, input_shape: [1, 1, 8, 8]}
+export: [{format: tflite}]
+gates: {max_accuracy_drop: 0.01, max_size_kb: 10, max_latency_ms: {"desktop/tflite-*": 1.0}}
+"""
+
+
+def _measurements(p50: float) -> Measurements:
+    lat = LatencyStats(runs=10, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50, std_ms=0.0, min_ms=p50, max_ms=p50)
+    return Measurements(device="desktop", runtime="litert", runtime_version="x", threads=2, load_ms=1.0,
+                        first_inference_ms=1.0, warmup_seconds=1.0, latency=lat, peak_rss_mb=50.0,
+                        baseline_rss_mb=40.0, file_size_bytes=1000, cpu_model="cpu", isa_flags=["avx2"],
+                        python_version="3.11")
+
+
+def _artifact(acc: float, agreement: float, size: int, p50: float) -> ArtifactResult:
+    return ArtifactResult(name="tflite-fp32", format="tflite", runtime="litert", precision="fp32",
+                          files=["tflite-fp32.tflite"], size_bytes=size,
+                          parity=Parity(n=100, accuracy=acc, agreement=agreement, max_abs_diff=1e-5, mean_abs_diff=1e-6),
+                          measurements={"desktop": _measurements(p50)})
+
+
+REF = Step(name="baseline", stage_type=None, test_accuracy=0.98, val_accuracy=0.98, params=100, macs=1000, seconds=0)
+
+
+def test_all_gates_pass():
+    gates = evaluate_gates(parse_recipe(RECIPE), [REF], REF, [_artifact(0.975, 1.0, 5 * 1024, 0.5)])
+    assert {g.gate for g in gates} == {"parity.min_agreement", "max_accuracy_drop", "max_size_kb", "max_latency_ms"}
+    assert all(g.passed for g in gates)
+
+
+def test_failing_gates_say_by_how_much():
+    gates = evaluate_gates(parse_recipe(RECIPE), [REF], REF, [_artifact(0.95, 0.98, 20 * 1024, 1.5)])
+    failed = {g.gate: g for g in gates if not g.passed}
+    assert set(failed) == {"parity.min_agreement", "max_accuracy_drop", "max_size_kb", "max_latency_ms"}
+    assert failed["max_size_kb"].message == "max_size_kb [tflite-fp32]: 20 (limit 10) FAILED by 10"
+    assert failed["max_latency_ms"].subject == "desktop/tflite-fp32"
+    assert "FAILED by 0.02" in failed["max_accuracy_drop"].message
+
+
+def test_report_markdown_and_table():
+    step = Step(name="0:prune", stage_type="prune", test_accuracy=0.97, val_accuracy=0.97, params=40, macs=400,
+                seconds=1.0, notes={"macs_before": 1000})
+    art = _artifact(0.97, 1.0, 2048, 0.4)
+    report = Report(edgecompress_version="0", recipe_name="g", recipe_hash="ab" * 32, created="now", seed=0,
+                    framework="torch", machine={"cpu_model": "cpu"}, versions={"torch": "2"}, data={"dataset": "digits"},
+                    steps=[REF, step], reference_step="baseline", artifacts=[art], gates=[], wall_seconds=3.0)
+    md = report.to_markdown()
+    assert "| 0:prune | 0.9700 | -1.00 pt | 400 | 2.50x fewer |" in md
+    assert "| desktop | tflite-fp32 | 2 | 0.400 |" in md
+    assert Report.model_validate_json(report.model_dump_json()) == report
+    assert summary_table(report).row_count == 3

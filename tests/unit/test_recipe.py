@@ -1,0 +1,168 @@
+"""Recipe parsing and validation: strict keys, file:line errors, did-you-mean, cross-checks."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from edgecompress.errors import RecipeError
+from edgecompress.recipe import load_recipe, parse_recipe
+from edgecompress.stages.prune.stage import PruneConfig
+from tests.conftest import EXAMPLES
+
+BASE = f"""\
+name: t
+model:
+  source: {EXAMPLES}:tiny_cnn
+  input_shape: [1, 1, 16, 16]
+data: {{dataset: digits, image_size: [16, 16]}}
+"""
+
+
+def _error(text: str) -> str:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(textwrap.dedent(text), source="r.yaml")
+    return str(info.value)
+
+
+def test_minimal_recipe_gets_defaults():
+    r = parse_recipe(BASE, source="r.yaml")
+    assert r.data.layout == "NCHW"
+    assert r.devices == ["desktop"]
+    assert r.parity.min_agreement == 0.99
+    assert r.model.resolved_framework == "torch"
+
+
+def test_stage_configs_are_typed_and_frozen():
+    r = parse_recipe(BASE + "stages:\n  - {type: prune, ratio: 0.5, round_to: 8}\n", source="r.yaml")
+    stage = r.stages[0]
+    assert isinstance(stage, PruneConfig)
+    assert stage.ratio == 0.5 and stage.round_to == 8
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        stage.ratio = 0.1  # type: ignore[misc]
+
+
+def test_unknown_top_level_key_names_line_and_suggests():
+    msg = _error(BASE + "stagse: []\n")
+    assert msg.startswith("r.yaml:6: stagse: unknown key 'stagse' (did you mean 'stages'?)")
+
+
+def test_unknown_nested_key_suggests_from_that_model():
+    msg = _error(BASE.replace("image_size", "imag_size"))
+    assert "r.yaml:5: data.imag_size: unknown key 'imag_size' (did you mean 'image_size'?)" in msg
+
+
+def test_unknown_stage_type_lists_valid_ones():
+    msg = _error(BASE + "stages:\n  - {type: prnue, ratio: 0.5}\n")
+    assert "r.yaml:7: stages.0.type: unknown stage 'prnue' (did you mean 'prune'?)" in msg
+    assert "distill" in msg and "train" in msg
+
+
+def test_unknown_stage_key_suggests():
+    msg = _error(BASE + "stages:\n  - type: prune\n    ratio: 0.5\n    round: 8\n")
+    assert "r.yaml:9: stages.0.round: unknown key 'round' (did you mean 'round_to'?)" in msg
+
+
+def test_unknown_criterion_suggests():
+    msg = _error(BASE + "stages:\n  - {type: prune, ratio: 0.5, criterion: l3}\n")
+    assert "stages.0.criterion" in msg and "'l1'" in msg and "(got 'l3')" in msg
+
+
+@pytest.mark.parametrize("ratio", [0, 1, 1.5, -0.2])
+def test_ratio_outside_open_interval(ratio):
+    msg = _error(BASE + f"stages:\n  - {{type: prune, ratio: {ratio}}}\n")
+    assert "r.yaml:7: stages.0.ratio:" in msg
+
+
+def test_prune_needs_exactly_one_target():
+    assert "give one of ratio, macs_target" in _error(BASE + "stages:\n  - {type: prune, ratio: 0.5, macs_target: 0.5}\n")
+    assert "give a ratio" in _error(BASE + "stages:\n  - {type: prune}\n")
+
+
+def test_unknown_export_format_suggests():
+    msg = _error(BASE + "export:\n  - {format: tflit}\n")
+    assert "export.0.format" in msg and "did you mean 'tflite'" in msg
+
+
+def test_duplicate_artifact_names_rejected():
+    assert "repeated: tflite-fp32" in _error(BASE + "export: [{format: tflite}, {format: tflite}]\n")
+
+
+def test_missing_required_key():
+    assert "r.yaml: model: required key is missing" in _error("name: t\n")
+
+
+def test_bad_yaml_names_line():
+    assert _error("name: t\nmodel: [\n").startswith("r.yaml:")
+
+
+def test_export_target_file_is_loaded(tmp_path):
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "small.yaml").write_text("format: openvino\nprecision: fp16\n")
+    r = parse_recipe(BASE + "export:\n  - {target: small}\n", source="r.yaml", base_dir=tmp_path)
+    assert r.export[0].format == "openvino" and r.export[0].precision == "fp16"
+    assert r.export[0].artifact_name == "small"
+
+
+def test_unknown_export_target_suggests():
+    msg = _error(BASE + "export:\n  - {target: tflite-fp3}\n")
+    assert "did you mean 'tflite-fp32'" in msg
+
+
+def test_content_hash_stable_and_sensitive():
+    a = parse_recipe(BASE, source="r.yaml")
+    b = parse_recipe(BASE, source="r.yaml")
+    c = parse_recipe(BASE.replace("name: t", "name: u"), source="r.yaml")
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+# ------------------------------------------------------------------ cross-checks (load_recipe)
+
+
+def test_load_recipe_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_missing_model_file_named_with_line(write_recipe):
+    path = write_recipe(BASE.replace(str(EXAMPLES), "nowhere/models.py"))
+    with pytest.raises(RecipeError, match=r"recipe.yaml:3: model.source: file not found: nowhere/models.py"):
+        load_recipe(path)
+
+
+def test_keras_model_rejected_until_supported(write_recipe):
+    path = write_recipe(BASE.replace(f"{EXAMPLES}:tiny_cnn", "model.keras"))
+    with pytest.raises(RecipeError, match="keras models are not supported yet"):
+        load_recipe(path)
+
+
+def test_int8_export_needs_quantize_stage(write_recipe):
+    path = write_recipe(BASE + "export: [{format: tflite, precision: int8}]\n")
+    with pytest.raises(RecipeError, match="export.0.precision: .*"):
+        load_recipe(path)
+
+
+def test_unknown_device(write_recipe):
+    path = write_recipe(BASE + "devices: [desktp]\n")
+    with pytest.raises(RecipeError, match=r"devices.0: no device named 'desktp' \(did you mean 'desktop'\?\)"):
+        load_recipe(path)
+
+
+def test_latency_gate_must_match_an_artifact(write_recipe):
+    path = write_recipe(BASE + "export: [{format: tflite}]\ngates: {max_latency_ms: {'laptop/*': 1.0}}\n")
+    with pytest.raises(RecipeError, match="matches no 'device/artifact'; known: desktop/tflite-fp32"):
+        load_recipe(path)
+
+
+def test_folder_dataset_needs_existing_path(write_recipe):
+    path = write_recipe(BASE.replace("dataset: digits", "dataset: folder, path: no/such/dir"))
+    with pytest.raises(RecipeError, match="data.path: not found: no/such/dir"):
+        load_recipe(path)
+
+
+def test_valid_recipe_passes_cross_checks(write_recipe):
+    path = write_recipe(BASE + "stages: [{type: prune, ratio: 0.3}, {type: distill, epochs: 1}]\n"
+                        "export: [{format: tflite}, {format: openvino, precision: fp16}]\n")
+    r = load_recipe(path)
+    assert [s.type for s in r.stages] == ["prune", "distill"]
