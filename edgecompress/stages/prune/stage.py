@@ -9,7 +9,6 @@ from pydantic import Field, model_validator
 from edgecompress.stages.base import Stage, StageConfig
 
 
-
 class PruneConfig(StageConfig):
     type: Literal["prune"] = "prune"
     method: Literal["channel"] = Field(

@@ -1,0 +1,393 @@
+"""PyTorch adapter: checking, measuring, training (supervised and distillation), predicting and saving.
+
+Loading lives in `torch_loading.py`. These modules and the torch stage backends are the only places that
+import torch; they do it inside functions, so `import edgecompress` stays light.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecompress.errors import ModelError
+from edgecompress.frameworks.base import FitOptions, LayerInfo, ModelStats
+from edgecompress.frameworks.torch_loading import load_model, one_line
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgecompress.console import UI
+    from edgecompress.data import DataBundle
+    from edgecompress.recipe import ModelSpec
+
+
+class TorchAdapter:
+    """The FrameworkAdapter for PyTorch models (`nn.Module`, torch.export programs, TorchScript)."""
+
+    name = "torch"
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    def load(self, spec: ModelSpec, recipe_path: Path) -> Any:
+        """Build or load the model, apply `spec.checkpoint`, return it float32, on CPU, in eval mode."""
+        return load_model(spec, recipe_path)
+
+    def check(self, model: Any, input_shape: list[int], num_classes: int) -> None:
+        """Run one forward pass on zeros; ModelError if it fails or the output is not (batch, num_classes)."""
+        import torch
+
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(input_shape))
+        except Exception as exc:
+            raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(
+                f"model output must be one logits tensor of shape [{input_shape[0]}, {num_classes}], "
+                f"got {type(out).__name__}"
+            )
+        if list(out.shape) != [input_shape[0], num_classes]:
+            raise ModelError(
+                f"model output must be logits of shape [{input_shape[0]}, {num_classes}] (batch, classes); "
+                f"got {list(out.shape)} for input shape {list(input_shape)}"
+            )
+
+    # -------------------------------------------------------------------------------------- measuring
+
+    def stats(self, model: Any, input_shape: list[int]) -> ModelStats:
+        """Parameters and multiply-accumulates of one sample (conv, linear and matmul ops)."""
+        return ModelStats(params=count_params(model), macs=count_macs(model, input_shape))
+
+    def layers(self, model: Any, input_shape: list[int]) -> list[LayerInfo]:
+        """Every leaf module that owns parameters, with its MACs and whether channel pruning can shrink it."""
+        import torch
+
+        if isinstance(model, torch.jit.ScriptModule):
+            return [
+                LayerInfo(name, m.original_name, sum(p.numel() for p in m.parameters(recurse=False)), 0,
+                          _out_channels(m), False, "TorchScript: per-layer MACs and pruning need a python entry or a .pt2")
+                for name, m in model.named_modules()
+                if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+            ]
+        leaves = {
+            name: m for name, m in model.named_modules()
+            if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+        }
+        trace = _trace_leaves(model, input_shape)
+        classifier = trace.classifier(trace.out_width)
+        coupling = _coupling(model, input_shape, [leaves[classifier]] if classifier in leaves else [])
+        out = []
+        for name, m in leaves.items():
+            if name == classifier:
+                prunable, note = False, "classifier: its outputs are the classes"
+            elif m in coupling:
+                prunable, note = True, coupling[m]
+            elif isinstance(m, _prunable_types()):
+                prunable, note = False, "in no pruning group (not traced, or feeds the output directly)"
+            else:
+                prunable, note = False, f"{type(m).__name__} has no prunable channels"
+            out.append(LayerInfo(
+                name=name,
+                kind=_kind(m),
+                params=sum(p.numel() for p in m.parameters(recurse=False)),
+                macs=trace.macs.get(name, 0),
+                out_channels=_out_channels(m),
+                prunable=prunable,
+                note=note,
+            ))
+        return out
+
+    # ------------------------------------------------------------------------------ copy, predict, save
+
+    def copy(self, model: Any) -> Any:
+        """An independent deep copy (weights included)."""
+        return copy.deepcopy(model)
+
+    def predict(self, model: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+        """Float32 logits for a float32 array in the model's layout (eval mode, no gradients)."""
+        import torch
+
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        model.eval()
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(arr), batch_size):
+                outs.append(model(torch.from_numpy(arr[i : i + batch_size])).float().numpy())
+        if not outs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def save(self, model: Any, path: Path, input_shape: list[int]) -> Path:
+        """torch.export the model (dynamic batch dimension when the model allows it) and save it as .pt2."""
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.eval()
+        sample = torch.zeros([2, *input_shape[1:]])
+        try:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+        except Exception:
+            try:  # a model that fixes its batch size (e.g. a hard-coded reshape) exports as it is
+                program = torch.export.export(model, (torch.zeros(input_shape),))
+            except Exception as exc:
+                raise ModelError(f"torch.export failed for input shape {list(input_shape)}: {one_line(exc)}") from exc
+        torch.export.save(program, path)
+        return path
+
+    # -------------------------------------------------------------------------------------- training
+
+    def fit(self, model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI) -> Any:
+        """Train in place: cross-entropy, or Hinton distillation when `options.teacher` is set.
+
+        loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y).
+        The teacher runs in eval mode without gradients; as training uses no augmentation, its logits are
+        computed once for the training split. Weight decay skips biases and normalisation weights. The
+        learning rate follows a per-step cosine from `lr` to 0 (or stays constant). Returns the model in
+        eval mode, with the best-validation weights when `options.keep_best`.
+        """
+        import torch
+        from torch.nn import functional as F
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ModelError(f"{options.description}: the model has no trainable parameters")
+        if options.optimizer not in {"adamw", "sgd"} or options.schedule not in {"cosine", "constant"}:
+            raise ModelError(f"{options.description}: unknown optimizer '{options.optimizer}' or schedule '{options.schedule}'")
+        torch.manual_seed(seed)
+        shuffle = torch.Generator().manual_seed(seed)
+        x = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
+        y = torch.from_numpy(np.ascontiguousarray(data.train.y, dtype=np.int64))
+        temperature = options.temperature
+        teacher_log_probs = None
+        if options.teacher is not None:
+            teacher_logits = torch.from_numpy(self.predict(options.teacher, data.train.x))
+            teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
+
+        groups = [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": options.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        if options.optimizer == "adamw":
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=options.lr)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=options.lr, momentum=0.9, nesterov=True)
+        n, bs = len(y), options.batch_size
+        steps = options.epochs * (n // bs + (1 if n % bs > 1 else 0))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            (lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+            if options.schedule == "cosine" else (lambda step: 1.0),
+        )
+
+        best_key: tuple[float, float] | None = None
+        best_state: dict[str, torch.Tensor] | None = None
+        with ui.progress(f"{options.description}", total=options.epochs) as task:
+            for epoch in range(options.epochs):
+                model.train()
+                order = torch.randperm(n, generator=shuffle)
+                loss_sum, seen = 0.0, 0
+                for start in range(0, n, bs):
+                    idx = order[start : start + bs]
+                    if len(idx) < 2 and start > 0:
+                        break  # batch norm cannot train on a single example
+                    xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                    try:
+                        logits = model(xb)
+                    except Exception as exc:
+                        raise ModelError(
+                            f"{options.description}: forward failed on a training batch of shape {list(xb.shape)}: "
+                            f"{one_line(exc)}"
+                        ) from exc
+                    loss = F.cross_entropy(logits, yb, label_smoothing=options.label_smoothing)
+                    if teacher_log_probs is not None:
+                        kd = F.kl_div(
+                            F.log_softmax(logits / temperature, dim=1), teacher_log_probs.index_select(0, idx),
+                            reduction="batchmean", log_target=True,
+                        )
+                        loss = options.alpha * temperature**2 * kd + (1.0 - options.alpha) * loss
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    loss_sum += float(loss.detach()) * len(idx)
+                    seen += len(idx)
+                train_loss = loss_sum / max(seen, 1)
+                val_acc, val_loss = self._evaluate(model, data)
+                improved = best_key is None or (val_acc, -val_loss) > best_key
+                if options.keep_best and not math.isnan(val_acc) and improved:
+                    best_key = (val_acc, -val_loss)
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                ui.debug(
+                    f"{options.description} epoch {epoch + 1}/{options.epochs}: loss {train_loss:.4f}  "
+                    f"val_acc {val_acc:.4f}  val_loss {val_loss:.4f}  lr {optimizer.param_groups[0]['lr']:.2e}"
+                )
+                task.advance(1, loss=train_loss, val_acc=val_acc)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+            ui.debug(f"{options.description}: kept the weights with the best val_acc {best_key[0]:.4f}")  # type: ignore[index]
+        return model.eval()
+
+    def _evaluate(self, model: Any, data: DataBundle) -> tuple[float, float]:
+        """Validation accuracy and cross-entropy (nan when there is no validation split)."""
+        if len(data.val) == 0:
+            return float("nan"), float("nan")
+        logits = self.predict(model, data.val.x).astype(np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = float(-log_probs[np.arange(len(data.val.y)), data.val.y].mean())
+        return float((logits.argmax(axis=1) == data.val.y).mean()), loss
+
+
+# ---------------------------------------------------------------------------------- shared helpers
+
+
+def _prunable_types() -> tuple[type, ...]:
+    from torch import nn
+
+    return (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def count_params(model: Any) -> int:
+    """Number of parameters (shared ones once)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def count_macs(model: Any, input_shape: list[int]) -> int:
+    """Multiply-accumulates of one sample, counted on the aten ops (works for any torch model)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(input_shape))
+    except Exception as exc:
+        raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
+    return int(counter.get_total_flops() // 2 // max(input_shape[0], 1))
+
+
+class _LeafTrace:
+    """What one forward pass tells about leaf modules: MACs, run order, output widths."""
+
+    def __init__(self) -> None:
+        self.macs: dict[str, int] = {}
+        self.order: list[tuple[str, int]] = []  # (conv/linear name, output channels) in run order
+        self.out_width = 0
+
+    def classifier(self, num_classes: int) -> str | None:
+        """The last conv/linear that ran whose output size is num_classes."""
+        return next((name for name, width in reversed(self.order) if width == num_classes), None)
+
+
+def _trace_leaves(model: Any, input_shape: list[int]) -> _LeafTrace:
+    import torch
+    from torch import nn
+
+    trace = _LeafTrace()
+    batch = max(input_shape[0], 1)
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                return
+            if isinstance(module, nn.modules.conv._ConvNd):
+                per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
+                macs, width = output.numel() // batch * per_out, output.shape[1]
+            elif isinstance(module, nn.Linear):
+                macs, width = output.numel() // batch * module.in_features, output.shape[-1]
+            else:
+                return
+            trace.macs[name] = trace.macs.get(name, 0) + macs
+            trace.order.append((name, int(width)))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not list(m.children())]
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(input_shape))
+    except Exception as exc:
+        raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    trace.out_width = int(out.shape[-1]) if isinstance(out, torch.Tensor) else 0
+    return trace
+
+
+def find_classifier(model: Any, input_shape: list[int], num_classes: int) -> str | None:
+    """Name of the output layer: the last conv/linear that runs and has num_classes outputs."""
+    return _trace_leaves(model, input_shape).classifier(num_classes)
+
+
+def _coupling(model: Any, input_shape: list[int], ignored: list[Any]) -> dict[Any, str]:
+    """Module -> note for every module whose output channels a DepGraph pruning group can remove."""
+    import torch
+    import torch_pruning as tp
+    from torch import nn
+
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(input_shape), verbose=False)
+        groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=_prunable_types()))
+    except Exception:  # a model DepGraph cannot trace: every layer then reads "in no pruning group"
+        return {}
+    finally:
+        model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    rank = {m: i for i, m in enumerate(names)}
+    reason = {tp.ops.OPTYPE.ELEMENTWISE: "residual add", tp.ops.OPTYPE.CONCAT: "concat",
+              tp.ops.OPTYPE.SPLIT: "split", tp.ops.OPTYPE.DEPTHWISE_CONV: "depthwise conv"}
+    notes: dict[Any, str] = {}
+    for group in groups:
+        members: list[nn.Module] = []
+        via: list[str] = []
+        for dep, _ in group:
+            for node in (dep.source, dep.target):
+                if node.type in reason and reason[node.type] not in via:
+                    via.append(reason[node.type])
+            module = dep.target.module
+            if graph.is_out_channel_pruning_fn(dep.handler) and module in names and module not in members:
+                members.append(module)
+        convs = [m for m in members if isinstance(m, _prunable_types())]
+        convs.sort(key=lambda c: rank[c])
+        for m in members:
+            others = [names[c] for c in convs if c is not m]
+            shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+            how = f" via {', '.join(via)}" if via else ""
+            if not others:
+                notes[m] = ""
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and len(others) == 1:
+                notes[m] = f"channels follow {shown}"
+            else:
+                notes[m] = f"coupled with {shown}{how}"
+    return notes
+
+
+def _kind(m: Any) -> str:
+    from torch import nn
+
+    name = type(m).__name__
+    if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1:
+        if m.groups == m.in_channels and m.out_channels % m.in_channels == 0:
+            return f"{name}(depthwise)"
+        return f"{name}(grouped, groups={m.groups})"
+    return name
+
+
+def _out_channels(m: Any) -> int | None:
+    for attr in ("out_channels", "out_features", "num_features", "num_channels", "embedding_dim"):
+        value = getattr(m, attr, None)
+        if isinstance(value, int):
+            return value
+    weight = getattr(m, "weight", None)  # TorchScript modules: conv/linear/norm weights lead with the channels
+    return int(weight.shape[0]) if weight is not None and getattr(weight, "ndim", 0) >= 1 else None

@@ -1,0 +1,288 @@
+"""Torch backend of `prune`: channel pruning with Torch-Pruning's dependency graph (DepGraph).
+
+DepGraph traces the model once and groups every layer whose channels must shrink together (a conv, its
+batch norm, the next layers' inputs, every branch of a residual add, the slices of a concatenation, a
+depthwise conv's input and output). A group loses the same channel indices everywhere, so the pruned
+model is a smaller dense model, not a masked one.
+
+Targets (`macs_target`, `params_target`) are met by bisection on the uniform ratio (or on the global
+ratio with `global_ranking`), each trial pruning a deep copy, and the closest trial at or under the
+target is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecompress.errors import ModelError, RecipeError
+from edgecompress.frameworks.torch import count_macs, count_params, find_classifier
+from edgecompress.frameworks.torch_loading import one_line
+
+if TYPE_CHECKING:
+    from edgecompress.context import RunContext
+    from edgecompress.stages.prune.stage import PruneConfig
+
+#: Bisection stops once a trial is at most this far under the target fraction.
+TARGET_TOLERANCE = 0.005
+#: A result this far under the target is reported as a warning.
+TARGET_WARNING = 0.03
+MAX_SEARCH_STEPS = 16
+
+
+def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
+    """Remove output channels as `config` says; return the pruned model in eval mode.
+
+    Records in the run notes: params and MACs before and after, the ratio used and, for every conv/linear
+    layer that changed, its output channels before and after.
+    """
+    import torch
+    from torch import nn
+
+    if isinstance(model, torch.jit.ScriptModule) or not isinstance(model, nn.Module):
+        raise ModelError(
+            "prune: a TorchScript model's graph is frozen, so its channels cannot be removed; give model.source "
+            "as a python entry 'file.py:function' or a torch.export .pt2"
+        )
+    shape = [1, *ctx.input_shape[1:]]
+    layers = _layer_names(model)
+    if not layers:
+        raise ModelError("prune: the model has no conv or linear layers to prune")
+    if config.criterion == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ModelError("prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no BatchNorm; use l1, l2 or taylor")
+
+    ignored = list(_match(config.ignore, layers, "ignore"))
+    if config.ignore_classifier:
+        classifier = find_classifier(model, shape, ctx.data.num_classes)
+        if classifier is not None and classifier not in ignored:
+            ignored.append(classifier)
+    assigned = _match(config.layer_ratios, layers, "layer_ratios")
+    layer_ratios = {pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios}
+    plan = _Plan(config, ctx, ignored, {p: (names, config.layer_ratios[p]) for p, names in layer_ratios.items() if names})
+
+    params_before, macs_before = count_params(model), count_macs(model, shape)
+    channels_before = _out_channels(model)
+    target = config.macs_target or config.params_target
+    if target is not None:
+        measure = (lambda m: count_macs(m, shape) / macs_before) if config.macs_target else (lambda m: count_params(m) / params_before)
+        ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
+    else:
+        ratio = config.ratio or 0.0
+        plan.apply(model, ratio)
+
+    try:
+        ctx.adapter.check(model, ctx.input_shape, ctx.data.num_classes)
+    except ModelError as exc:
+        raise ModelError(f"prune: the pruned model does not run: {exc}") from exc
+    params_after, macs_after = count_params(model), count_macs(model, shape)
+    after = _out_channels(model)
+    changed = {n: [c, after[n]] for n, c in channels_before.items() if n in after and after[n] != c}
+    unchanged = [n for n in after if n not in changed and n not in ignored]
+    if not changed:
+        ctx.ui.warn("prune: no channel was removed (every layer is ignored, too small, or below one round_to step)")
+    ctx.note("criterion", config.criterion)
+    ctx.note("global_ranking", config.global_ranking)
+    ctx.note("ratio", round(ratio, 4))
+    ctx.note("ignored", ignored)
+    ctx.note("params_before", params_before)
+    ctx.note("params_after", params_after)
+    ctx.note("macs_before", macs_before)
+    ctx.note("macs_after", macs_after)
+    ctx.note("macs_kept", round(macs_after / macs_before, 4) if macs_before else None)
+    ctx.note("params_kept", round(params_after / params_before, 4) if params_before else None)
+    ctx.note("channels", changed)
+    # Layers that kept their width although not ignored: coupled to an ignored layer, too narrow for
+    # round_to, or in a group Torch-Pruning skipped (it never empties one side of a concatenation).
+    ctx.note("unchanged", unchanged)
+    ctx.ui.info(
+        f"prune: ratio {ratio:.3f}, MACs {macs_before:,} -> {macs_after:,} ({macs_after / max(macs_before, 1):.1%}), "
+        f"params {params_before:,} -> {params_after:,}, {len(changed)} layers narrowed"
+    )
+    return model.eval()
+
+
+class _Plan:
+    """Everything but the ratio: applies one pruning run to a model (in place)."""
+
+    def __init__(
+        self, config: PruneConfig, ctx: RunContext, ignored: list[str], layer_ratios: dict[str, tuple[list[str], float]]
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.ignored = ignored
+        self.layer_ratios = layer_ratios
+
+    def apply(self, model: Any, ratio: float) -> None:
+        """Prune `model` in place at `ratio` (uniform per layer, or global with global_ranking)."""
+        import torch
+        import torch_pruning as tp
+
+        config = self.config
+        modules = dict(model.named_modules())
+        importance = {
+            "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+            "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+            "taylor": lambda: tp.importance.TaylorImportance(),
+            "bn_scale": lambda: tp.importance.BNScaleImportance(),
+        }[config.criterion]()
+        importance = _TieBreak(importance, seed=self.ctx.seed)
+        ratio_dict = {tuple(modules[n] for n in names): r for names, r in self.layer_ratios.values()}
+        try:
+            pruner = _pruner_class()(
+                model,
+                torch.zeros([1, *self.ctx.input_shape[1:]]),
+                importance=importance,
+                global_pruning=config.global_ranking,
+                pruning_ratio=ratio,
+                pruning_ratio_dict=ratio_dict or None,
+                max_pruning_ratio=config.max_layer_ratio if config.global_ranking else 1.0,
+                iterative_steps=config.iterative_steps,
+                ignored_layers=[modules[n] for n in self.ignored],
+                round_to=config.round_to or 1,
+            )
+        except Exception as exc:
+            raise ModelError(f"prune: Torch-Pruning could not trace the model's dependency graph: {one_line(exc)}") from exc
+        for _ in range(config.iterative_steps):
+            if config.criterion == "taylor":
+                self._accumulate_gradients(model)
+            try:
+                pruner.step()
+            except Exception as exc:
+                raise ModelError(f"prune: Torch-Pruning failed while removing channels: {one_line(exc)}") from exc
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+    def _accumulate_gradients(self, model: Any) -> None:
+        """Sum cross-entropy gradients over `taylor_batches` seeded training batches (eval-mode batch norm)."""
+        import torch
+        from torch.nn import functional as F
+
+        data = self.ctx.data.train
+        batch = self.ctx.recipe.data.batch_size
+        order = np.random.default_rng(self.ctx.seed).permutation(len(data))
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for b in range(self.config.taylor_batches):
+            idx = np.sort(order[b * batch : (b + 1) * batch])
+            if len(idx) == 0:
+                break
+            x = torch.from_numpy(np.ascontiguousarray(data.x[idx], dtype=np.float32))
+            F.cross_entropy(model(x), torch.from_numpy(data.y[idx].astype(np.int64))).backward()
+
+
+class _TieBreak:
+    """Adds a tiny seeded jitter to channel importances so that equal scores do not tie.
+
+    Ties are common in fresh or symmetric models (all batch-norm scales 1). Torch-Pruning's global
+    threshold removes every channel tied at it, and its local ranking then takes the first indices, which
+    can empty one side of a concatenation (and the whole group is skipped). The jitter, a millionth of
+    the mean score, only reorders scores that close together.
+    """
+
+    def __init__(self, inner: Any, *, seed: int) -> None:
+        import torch
+
+        self.inner = inner
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, group: Any) -> Any:
+        import torch
+
+        scores = self.inner(group)
+        if scores is None:
+            return None
+        scores = scores.double()  # float32 cannot hold a 1e-6 jitter on scores near 1 apart
+        jitter = torch.rand(scores.shape, generator=self.generator, dtype=torch.float64)
+        return scores + 1e-6 * scores.abs().mean() * jitter
+
+
+def _search(model: Any, plan: _Plan, target: float, measure: Any, what: str) -> tuple[float, Any]:
+    """Bisection on the ratio: the least pruning that keeps at most `target` of the baseline measure."""
+
+    def trial(ratio: float) -> tuple[Any, float]:
+        candidate = copy.deepcopy(model)
+        plan.apply(candidate, ratio)
+        return candidate, measure(candidate)
+
+    lo, hi = 0.0, 0.95
+    best, kept = trial(hi)
+    if kept > target:
+        raise ModelError(
+            f"prune: cannot keep only {target:.0%} of the {what}: pruning at ratio {hi} still keeps {kept:.1%} "
+            "(ignored layers, the classifier, max_layer_ratio or round_to limit it); raise the target"
+        )
+    for _ in range(MAX_SEARCH_STEPS):
+        if target - kept <= TARGET_TOLERANCE or hi - lo < 1e-3:
+            break
+        mid = (lo + hi) / 2
+        candidate, fraction = trial(mid)
+        if fraction <= target:
+            hi, best, kept = mid, candidate, fraction
+        else:
+            lo = mid
+    plan.ctx.ui.debug(f"prune: ratio {hi:.4f} keeps {kept:.4f} of the {what} (target {target})")
+    if target - kept > TARGET_WARNING:
+        plan.ctx.ui.warn(
+            f"prune: the closest ratio keeps {kept:.1%} of the {what}, under the target {target:.0%} "
+            "(few channels per layer or a coarse round_to make the steps large)"
+        )
+    return hi, best
+
+
+def _pruner_class() -> type:
+    """BasePruner whose round_to never rounds a layer down to zero channels.
+
+    Torch-Pruning 1.6.1 rounds the kept channels down to a multiple of round_to, so a layer keeping
+    6 of 16 channels with round_to 8 would lose all 16. Here a layer keeps at least one multiple (or stays
+    whole when it is narrower than round_to); with round_to 1 this also guarantees one channel per layer.
+    """
+    import torch_pruning as tp
+
+    class RoundedPruner(tp.pruner.BasePruner):
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            keep = current_channels - n_pruned
+            keep = max(keep - keep % round_to, min(round_to, current_channels))
+            return max(current_channels - keep, 0)
+
+    return RoundedPruner
+
+
+def _layer_names(model: Any) -> list[str]:
+    from torch import nn
+
+    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+
+
+def _out_channels(model: Any) -> dict[str, int]:
+    from torch import nn
+
+    out: dict[str, int] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            out[name] = m.out_channels
+        elif isinstance(m, nn.Linear):
+            out[name] = m.out_features
+    return out
+
+
+def _match(patterns: Any, names: list[str], key: str) -> dict[str, str]:
+    """Layer name -> the first glob that matches it (or one of its parent modules). Every glob must match."""
+    found: dict[str, str] = {}
+    for pattern in patterns:
+        hits = [n for n in names if _matches(pattern, n)]
+        if not hits:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise RecipeError(f"prune.{key}: '{pattern}' matches no conv or linear layer; the layers are: {shown}")
+        for n in hits:
+            found.setdefault(n, pattern)
+    return found
+
+
+def _matches(pattern: str, name: str) -> bool:
+    parts = name.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
