@@ -26,6 +26,9 @@ class Measurements(BaseModel):
     runtime: str = Field(description="litert or openvino")
     runtime_version: str
     threads: int
+    execution_precision: str | None = Field(
+        default=None, description="Arithmetic precision the runtime computed in (f32, bf16, ...), as it says."
+    )
     load_ms: float = Field(description="Reading the file and preparing it (interpreter + allocate / compile).")
     first_inference_ms: float
     warmup_seconds: float

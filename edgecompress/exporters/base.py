@@ -25,13 +25,20 @@ class Artifact(BaseModel):
     size_bytes: int
     input_shape: list[int]
     layout: str
+    #: Arithmetic precision the runtime must be asked for (OpenVINO INFERENCE_PRECISION_HINT), or None for
+    #: the runtime's default. Parity and profiling run the artifact this way; the sidecar records it.
+    inference_precision: str | None = None
 
 
 class Exporter:
     """Subclasses set `name`, `runtime`, `precisions`, `backends` ({framework: "module:function"}).
 
-    A backend function is `export(model, spec, ctx, out_dir) -> Artifact`.
+    A backend function is `export(model, spec, ctx, out_dir) -> Artifact`. `options` lists the keys a
+    recipe may give in `export[].options` with their allowed values (None: any value); the recipe is
+    checked against it at validation time.
     """
+
+    options: ClassVar[dict[str, tuple[str, ...] | None]] = {}
 
     name: ClassVar[str]
     runtime: ClassVar[str]

@@ -1,0 +1,119 @@
+"""Profile an artifact on this machine, in a fresh Python process running the standalone measure.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from edgecompress.errors import DeviceError
+from edgecompress.exporters.base import Artifact
+from edgecompress.profiling import LatencyStats, Measurements
+from edgecompress.runtimes import MEASURE_SCRIPT
+from edgecompress.specs import DeviceProfile
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:]) or "(no output)"
+
+
+def estimated_energy_mj(device: DeviceProfile, *, threads: int, p50_ms: float) -> float | None:
+    """ESTIMATED (not measured) energy per inference in mJ from the device's power model, or None without one.
+
+    (idle_watts + active_watts_per_core * threads) W  x  p50 latency s  =  J;  W x ms = mJ.
+    It assumes `threads` cores fully busy for the median latency; it is only as good as the power model.
+    """
+    if device.power is None:
+        return None
+    watts = device.power.idle_watts + device.power.active_watts_per_core * threads
+    return watts * p50_ms
+
+
+class LocalRunner:
+    """Runs `python measure.py ...` with this interpreter (sys.executable) in a new process per artifact,
+    so the peak resident memory it reports is that artifact's own, not the build's."""
+
+    def __init__(self, *, timeout_seconds: float = 3600.0) -> None:
+        self.timeout_seconds = timeout_seconds
+
+    def command(self, artifact: Artifact, *, runs: int, warmup_seconds: float, threads: int) -> list[str]:
+        return [
+            sys.executable,
+            str(MEASURE_SCRIPT),
+            "--runtime",
+            artifact.runtime,
+            "--model",
+            str(artifact.path),
+            "--threads",
+            str(threads),
+            "--runs",
+            str(runs),
+            "--warmup-seconds",
+            str(warmup_seconds),
+            *(["--inference-precision", artifact.inference_precision] if artifact.inference_precision else []),
+        ]
+
+    def run(
+        self, artifact: Artifact, device: DeviceProfile, *, runs: int, warmup_seconds: float, threads: int
+    ) -> Measurements:
+        """Measurements of `artifact` here; DeviceError with the end of the script's stderr if it fails.
+
+        `energy_mj_estimated` is set only when the device has a power model, and is an estimate (see
+        `estimated_energy_mj`), never a measurement.
+        """
+        if artifact.runtime not in device.runtimes:
+            raise DeviceError(
+                f"{device.name}: cannot profile {artifact.name}: its runtime '{artifact.runtime}' is not among "
+                f"the device's runtimes ({', '.join(device.runtimes)})"
+            )
+        cmd = self.command(artifact, runs=runs, warmup_seconds=warmup_seconds, threads=threads)
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.timeout_seconds, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DeviceError(
+                f"{device.name}: profiling {artifact.name} took longer than {self.timeout_seconds:.0f} s"
+            ) from exc
+        except OSError as exc:
+            raise DeviceError(f"{device.name}: cannot start the profiling process: {exc}") from exc
+        if proc.returncode != 0:
+            raise DeviceError(
+                f"{device.name}: profiling {artifact.name} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}"
+            )
+        result = None
+        for line in reversed(proc.stdout.strip().splitlines()):
+            try:
+                result = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+        if not isinstance(result, dict):
+            raise DeviceError(
+                f"{device.name}: profiling {artifact.name} printed no JSON result:\n{_tail(proc.stdout + proc.stderr)}"
+            )
+        try:
+            latency = LatencyStats.model_validate(result["latency"])
+            return Measurements(
+                device=device.name,
+                runtime=result["runtime"],
+                runtime_version=result["runtime_version"],
+                threads=result["threads"],
+                execution_precision=result.get("execution_precision"),
+                load_ms=result["load_ms"],
+                first_inference_ms=result["first_inference_ms"],
+                warmup_seconds=result["warmup_seconds"],
+                latency=latency,
+                peak_rss_mb=result["peak_rss_mb"],
+                baseline_rss_mb=result["baseline_rss_mb"],
+                file_size_bytes=result["file_size_bytes"],
+                cpu_model=result["cpu_model"],
+                isa_flags=result["isa_flags"],
+                python_version=result["python_version"],
+                energy_mj_estimated=estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeviceError(
+                f"{device.name}: unexpected profiling result for {artifact.name}: {exc}"
+            ) from exc
