@@ -40,6 +40,8 @@ class DataBundle:
     sample_shape: tuple[int, ...]  # one input without the batch dimension, in `layout`
     mean: list[float] | None
     std: list[float] | None
+    #: How raw pixels became [0, 1] before mean/std, e.g. "pixels / 255".
+    pixel_scale: str = "pixels / 255"
 
     def describe(self) -> dict[str, Any]:
         """What an app must do to an image before feeding the exported model (recorded with artifacts)."""
@@ -47,7 +49,7 @@ class DataBundle:
             "layout": self.layout,
             "sample_shape": list(self.sample_shape),
             "dtype": "float32",
-            "scale": "pixels / 255 (to [0, 1])",
+            "scale": f"{self.pixel_scale} (to [0, 1]), resized bilinearly, then (x - mean) / std",
             "mean": self.mean,
             "std": self.std,
             "class_names": self.class_names,
@@ -151,9 +153,11 @@ def _python_entry(source: str, recipe_path: Path) -> Any:
 def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
     """Load, resize, normalise, lay out and split the dataset the recipe names."""
     names: list[str] | None
+    pixel_scale = "pixels / 255 (float inputs already in [0, 1] are kept)"
     preset: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     if spec.dataset == "digits":
         x, y, names = _digits()
+        pixel_scale = "pixels / 16 (scikit-learn digits are 0..16)"
     elif spec.dataset == "folder":
         x, y, names = _folder(resolve_path(spec.path or "", recipe_path), spec.channels, spec.image_size)
     elif spec.dataset == "npz":
@@ -210,6 +214,7 @@ def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
         sample_shape=tuple(train.x.shape[1:]),
         mean=list(spec.normalize.mean) if spec.normalize else None,
         std=list(spec.normalize.std) if spec.normalize else None,
+        pixel_scale=pixel_scale,
     )
 
 

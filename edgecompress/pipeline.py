@@ -9,58 +9,22 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import platform
 import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edgecompress.console import UI
+from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
 from edgecompress.errors import GateFailed, RecipeError
 from edgecompress.recipe import Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES
-from edgecompress.report import ArtifactResult, GateResult, Parity, Report, Step
+from edgecompress.report import ArtifactResult, GateResult, Report, Step
 from edgecompress.specs import DeviceProfile, load_device
-
-VERSIONED_PACKAGES = (
-    "edgecompress", "torch", "torch-pruning", "litert-torch", "ai-edge-litert", "litert-converter", "openvino",
-    "nncf", "numpy", "scikit-learn", "pydantic",
-)
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def machine_info() -> dict[str, Any]:
-    import os
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -178,7 +142,7 @@ class _Build:
             parity = check_parity(artifact, data.test.x, ref_logits, data.test.y, threads=threads, ui=ui)
             ui.info(f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f}, "
                     f"max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB")
-            exported.append((artifact, Parity.model_validate(parity.model_dump())))
+            exported.append((artifact, parity))
 
         for artifact, parity in exported:
             measurements = {}
@@ -200,14 +164,14 @@ class _Build:
 
         ref_step = next(s for s in steps if s.name == reference)
         return Report(
-            edgecompress_version=package_versions().get("edgecompress", "unknown"),
+            edgecompress_version=package_versions("edgecompress").get("edgecompress", "unknown"),
             recipe_name=recipe.name,
             recipe_hash=recipe.content_hash(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             seed=recipe.seed,
             framework=adapter.name,
             machine=machine_info(),
-            versions=package_versions(),
+            versions=package_versions(*RECORDED_PACKAGES),
             data={"dataset": recipe.data.dataset, "train": len(data.train), "val": len(data.val),
                   "test": len(data.test), "calibration": len(data.calibration), "num_classes": data.num_classes,
                   **data.describe()},

@@ -388,6 +388,15 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             raise fail(("export", i, "format"), f"{spec.format} export has no {framework} backend")
         if spec.precision not in exporter.precisions:
             raise fail(("export", i, "precision"), f"{spec.format} supports {', '.join(exporter.precisions)}")
+        for key, value in spec.options.items():
+            if key not in exporter.options:
+                valid = ", ".join(exporter.options) or "none"
+                raise fail(("export", i, "options", key),
+                           f"unknown {spec.format} option '{key}'{did_you_mean(key, exporter.options)}; valid: {valid}")
+            allowed = exporter.options[key]
+            if allowed is not None and str(value) not in allowed:
+                raise fail(("export", i, "options", key),
+                           f"'{value}' is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
         if spec.precision == "int8" and not has_quantize:
             raise fail(("export", i, "precision"), "int8 export needs a 'quantize' stage before it")
     for i, name in enumerate(recipe.devices):

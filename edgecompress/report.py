@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgecompress.exporters.parity import ParityResult as Parity
 from edgecompress.profiling import Measurements
 
 
@@ -21,17 +22,6 @@ class Step(BaseModel):
     macs: int
     seconds: float = Field(description="Wall time of the stage.")
     notes: dict[str, Any] = Field(default_factory=dict, description="What the stage recorded (e.g. channels removed).")
-
-
-class Parity(BaseModel):
-    """An artifact on its runtime against the framework model it was exported from, on the test split."""
-
-    model_config = ConfigDict(frozen=True)
-    n: int
-    accuracy: float
-    agreement: float = Field(description="Share of test images where the artifact's top-1 equals the framework model's.")
-    max_abs_diff: float
-    mean_abs_diff: float
 
 
 class ArtifactResult(BaseModel):
@@ -95,7 +85,8 @@ class Report(BaseModel):
             f"- created {self.created}, edgecompress {self.edgecompress_version}, seed {self.seed}, "
             f"recipe sha256 `{self.recipe_hash[:16]}`",
             f"- machine: {self.machine.get('cpu_model', '?')} ({self.machine.get('cores', '?')} cores, "
-            f"{self.machine.get('arch', '?')}), python {self.machine.get('python', '?')}",
+            f"{self.machine.get('arch', '?')}; {', '.join(self.machine.get('isa_flags', [])) or 'no ISA flags read'}), "
+            f"python {self.machine.get('python', '?')}",
             f"- data: {self.data.get('dataset')} — train {self.data.get('train')}, val {self.data.get('val')}, "
             f"test {self.data.get('test')}, {self.data.get('num_classes')} classes, layout {self.data.get('layout')}",
             f"- build wall time {self.wall_seconds:.1f} s",
@@ -109,23 +100,26 @@ class Report(BaseModel):
             out.append(
                 f"| {s.name}{' (reference)' if s.name == ref.name else ''} | {s.test_accuracy:.4f} | "
                 f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f} pt | {s.macs:,} | "
-                f"{ref.macs / max(s.macs, 1):.2f}x fewer | {s.params:,} | {s.seconds:.1f} |"
+                f"{_fewer(ref.macs, s.macs)} | {s.params:,} | {s.seconds:.1f} |"
             )
         for s in self.steps:
             if s.notes:
                 out += ["", f"### {s.name}", ""]
                 for k, v in s.notes.items():
-                    out.append(f"- **{k}**: {_short(v)}")
+                    if isinstance(v, dict) and v and all(isinstance(x, list) and len(x) == 2 for x in v.values()):
+                        out.append(f"- **{k}** (before → after): " + ", ".join(f"{n} {a}→{b}" for n, (a, b) in v.items()))
+                    else:
+                        out.append(f"- **{k}**: {_short(v)}")
         out += [
             "",
             "## Artifacts (run on their own runtimes)",
             "",
-            "| artifact | runtime | size (KiB) | test acc | top-1 agreement | max abs diff |",
-            "|---|---|---:|---:|---:|---:|",
+            "| artifact | runtime | computes in | size (KiB) | test acc | top-1 agreement | max abs diff |",
+            "|---|---|---|---:|---:|---:|---:|",
         ]
         for a in self.artifacts:
             out.append(
-                f"| {a.name} | {a.runtime} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
+                f"| {a.name} | {a.runtime} | {a.parity.execution_precision} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
                 f"{a.parity.agreement:.4f} | {a.parity.max_abs_diff:.2e} |"
             )
         rows = [(a, d, m) for a in self.artifacts for d, m in a.measurements.items()]
@@ -156,6 +150,10 @@ class Report(BaseModel):
             out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
         out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]
         return "\n".join(out) + "\n"
+
+
+def _fewer(reference: int, value: int) -> str:
+    return "—" if reference == value else f"{reference / max(value, 1):.2f}x fewer"
 
 
 def _short(value: Any, limit: int = 600) -> str:

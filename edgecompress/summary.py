@@ -20,13 +20,13 @@ def summary_table(report: Report) -> Table:
     final = report.steps[-1]
     for s in report.steps:
         table.add_row(
-            s.name + (" (ref)" if s.name == ref.name else ""), f"{s.test_accuracy:.4f}",
+            s.name + (" (reference)" if s.name == ref.name else ""), f"{s.test_accuracy:.4f}",
             f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f}", f"{s.macs / 1e6:.2f}M", f"{s.params:,}", "",
             *["" for _ in devices],
         )
     for a in report.artifacts:
         table.add_row(
-            f"{a.name} ({a.runtime})", f"{a.parity.accuracy:.4f}", f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
+            a.name, f"{a.parity.accuracy:.4f}", f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
             f"{final.macs / 1e6:.2f}M", f"{final.params:,}", f"{a.size_bytes / 1024:.1f}",
             *[f"{a.measurements[d].latency.p50_ms:.3f}" if d in a.measurements else "—" for d in devices],
         )
@@ -35,7 +35,7 @@ def summary_table(report: Report) -> Table:
 
 def print_summary(report: Report, out_dir: Path, ui: UI) -> None:
     if ui.verbosity >= 1:
-        ui.console.print(summary_table(report))
+        ui.console.print(summary_table(report), width=max(ui.console.width, 110))
         for g in report.gates:
             if not g.passed or ui.verbosity >= 2:
                 ui.console.print(("[green]" if g.passed else "[red]") + g.message, highlight=False)

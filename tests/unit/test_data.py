@@ -24,7 +24,7 @@ def test_digits_shapes_layout_and_split_sizes():
     assert total == 1797 and d.num_classes == 10
     assert d.train.x.shape[1:] == (1, 16, 16) == d.sample_shape
     assert d.train.x.dtype == np.float32 and d.train.y.dtype == np.int64
-    assert 0.0 <= d.train.x.min() and d.train.x.max() <= 1.0
+    assert d.train.x.min() >= 0.0 and d.train.x.max() <= 1.0
     assert abs(len(d.test) / total - 0.2) < 0.01
     assert len(d.calibration) == 256
     assert set(np.unique(d.test.y)) == set(range(10)), "stratified: every class in the test split"

@@ -27,7 +27,8 @@ def _measurements(p50: float) -> Measurements:
 def _artifact(acc: float, agreement: float, size: int, p50: float) -> ArtifactResult:
     return ArtifactResult(name="tflite-fp32", format="tflite", runtime="litert", precision="fp32",
                           files=["tflite-fp32.tflite"], size_bytes=size,
-                          parity=Parity(n=100, accuracy=acc, agreement=agreement, max_abs_diff=1e-5, mean_abs_diff=1e-6),
+                          parity=Parity(n=100, accuracy=acc, agreement=agreement, max_abs_diff=1e-5, mean_abs_diff=1e-6,
+                                        execution_precision="f32"),
                           measurements={"desktop": _measurements(p50)})
 
 
@@ -58,6 +59,7 @@ def test_report_markdown_and_table():
                     steps=[REF, step], reference_step="baseline", artifacts=[art], gates=[], wall_seconds=3.0)
     md = report.to_markdown()
     assert "| 0:prune | 0.9700 | -1.00 pt | 400 | 2.50x fewer |" in md
+    assert "| baseline (reference) | 0.9800 | +0.00 pt | 1,000 | — |" in md
     assert "| desktop | tflite-fp32 | 2 | 0.400 |" in md
     assert Report.model_validate_json(report.model_dump_json()) == report
     assert summary_table(report).row_count == 3

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from edgecompress.errors import BackendUnavailable, RecipeError
-from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, Registry, did_you_mean, resolve_backend
+from edgecompress.registry import (
+    EXPORTERS,
+    FRAMEWORKS,
+    RUNNERS,
+    STAGES,
+    Registry,
+    did_you_mean,
+    resolve_backend,
+)
 from edgecompress.stages.base import Stage, StageConfig
 
 
