@@ -28,8 +28,9 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
-bench: install
+bench: demo
 	$(PY) benchmarks/official_tools.py
+	$(PY) benchmarks/official_tools.py --report runs/quickstart/report.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -100,7 +100,7 @@ def inspect(
             table.add_row(layer.name, layer.kind, f"{layer.params:,}", f"{layer.macs:,}",
                           "" if layer.out_channels is None else str(layer.out_channels),
                           "yes" if layer.prunable else "no", layer.note)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print(f"total: {stats.params:,} params, {stats.macs:,} MACs ({stats.macs / 1e6:.2f} M)")
 

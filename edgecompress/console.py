@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ class UI:
     """Verbosity: 0 quiet (errors and the final line), 1 normal, 2 verbose."""
 
     verbosity: int = 1
-    console: Console = field(default_factory=lambda: Console(stderr=True))
+    #: Wide enough for the summary table when stderr is a file or a CI log (rich assumes 80 columns there).
+    console: Console = field(default_factory=lambda: Console(stderr=True, width=None if sys.stderr.isatty() else 140))
 
     def info(self, message: str) -> None:
         if self.verbosity >= 1:

@@ -35,7 +35,7 @@ def summary_table(report: Report) -> Table:
 
 def print_summary(report: Report, out_dir: Path, ui: UI) -> None:
     if ui.verbosity >= 1:
-        ui.console.print(summary_table(report), width=max(ui.console.width, 110))
+        ui.console.print(summary_table(report))
         for g in report.gates:
             if not g.passed or ui.verbosity >= 2:
                 ui.console.print(("[green]" if g.passed else "[red]") + g.message, highlight=False)

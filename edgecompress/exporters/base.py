@@ -49,3 +49,42 @@ class Exporter:
         from edgecompress.registry import resolve_backend
 
         return resolve_backend(self, ctx.framework)(model, spec, ctx, out_dir)
+
+
+FORMAT_BY_SUFFIX = {".tflite": ("tflite", "litert"), ".xml": ("openvino", "openvino")}
+
+
+def artifact_from_file(path: Path) -> Artifact:
+    """An Artifact for a file made by edgecompress or anyone else (`edgecompress profile FILE`).
+
+    The sidecar `<stem>.json` beside it, when present, supplies precision, layout and the inference
+    precision the artifact is meant to run at; otherwise they are read as unknown/default.
+    """
+    import json
+
+    from edgecompress.errors import RecipeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: artifact file not found")
+    if path.suffix not in FORMAT_BY_SUFFIX:
+        raise RecipeError(f"{path}: not an artifact edgecompress can run; give a .tflite or an OpenVINO .xml")
+    fmt, runtime = FORMAT_BY_SUFFIX[path.suffix]
+    files = [path] + ([path.with_suffix(".bin")] if fmt == "openvino" else [])
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise RecipeError(f"{path}: its weights file {missing[0].name} is missing")
+    sidecar_path = path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    return Artifact(
+        name=sidecar.get("artifact", path.stem),
+        format=fmt,
+        runtime=runtime,
+        precision=sidecar.get("precision", "unknown"),
+        path=path,
+        files=files,
+        size_bytes=sum(f.stat().st_size for f in files),
+        input_shape=list(sidecar.get("input", {}).get("shape", [])),
+        layout=sidecar.get("input", {}).get("layout", "unknown"),
+        inference_precision=sidecar.get("runtime_config", {}).get("INFERENCE_PRECISION_HINT"),
+    )

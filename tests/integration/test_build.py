@@ -136,3 +136,16 @@ def test_cli_build_exit_code_3_on_gate(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert [line.split(":")[0] for line in lines[-2:]] == ["gate failed", "gate failed"]
     assert lines[-2].startswith("gate failed: min_accuracy [tflite-fp32]")
+
+
+def test_cli_profile_existing_artifact(built):
+    _, out, _ = built
+    res = subprocess.run([sys.executable, "-m", "edgecompress.cli", "profile", str(out / "openvino-fp32.xml"),
+                          "--runs", "10", "--warmup", "0.1", "--json"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)
+    assert m["runtime"] == "openvino" and m["latency"]["runs"] == 10
+    assert m["execution_precision"] == "f32", "the sidecar's inference precision is honoured"
+    missing = subprocess.run([sys.executable, "-m", "edgecompress.cli", "profile", str(out / "none.tflite")],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and "artifact file not found" in missing.stderr

@@ -71,3 +71,10 @@ def test_failed_build_leaves_no_output(write_recipe, tmp_path):
     assert "does not match the data" in out.stderr
     assert not out_dir.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_inspect_lists_layers_and_totals(write_recipe):
+    out = run_cli("inspect", str(write_recipe(GOOD)))
+    assert out.returncode == 0, out.stderr
+    assert "Conv2d" in out.stdout and "total:" in out.stdout
+    assert "prunable" in out.stdout
