@@ -375,14 +375,26 @@ def check_report(report_path: Path, rounds: int) -> list[Row]:
             if m is None:
                 continue
             artifact = artifact_from_file(report_path.parent / a.files[0])
-            row = Row(f"{report.recipe_name}/{a.name}", report.steps[-1].macs, a.runtime, a.precision,
-                      [m.latency.p50_ms], [], m.execution_precision or "?")
+            row = Row(
+                f"{report.recipe_name}/{a.name}",
+                report.steps[-1].macs,
+                a.runtime,
+                a.precision,
+                [m.latency.p50_ms],
+                [],
+                m.execution_precision or "?",
+            )
             for _ in range(rounds):
                 if a.runtime == "openvino":
-                    row.official.append(benchmark_app_p50(artifact.path, artifact.input_shape, m.threads,
-                                                          artifact.inference_precision))
+                    row.official.append(
+                        benchmark_app_p50(
+                            artifact.path, artifact.input_shape, m.threads, artifact.inference_precision
+                        )
+                    )
                 else:
-                    row.official.append(litert_benchmark_p50(artifact.path, m.threads, Path(tmp), m.latency.p50_ms))
+                    row.official.append(
+                        litert_benchmark_p50(artifact.path, m.threads, Path(tmp), m.latency.p50_ms)
+                    )
             rows.append(row)
     return rows
 
@@ -392,13 +404,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
-    parser.add_argument("--report", type=Path, help="check this build report's p50s instead of the two models")
+    parser.add_argument(
+        "--report", type=Path, help="check this build report's p50s instead of the two models"
+    )
     args = parser.parse_args()
     if args.report:
         rows = check_report(args.report, args.rounds)
         print(table(rows))
         if not args.no_write:
-            write_section(REPORT_SECTION, f"""{REPORT_SECTION}
+            write_section(
+                REPORT_SECTION,
+                f"""{REPORT_SECTION}
 
 Measured {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by
 `.venv/bin/python benchmarks/official_tools.py --report {args.report}` (target: within 1 ± {TOLERANCE:.2f}).
@@ -407,7 +423,8 @@ Measured {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by
 Machine: {cpu_info()[0]}, {os.cpu_count()} cores.
 
 {table(rows)}
-""")
+""",
+            )
         return 0 if all(r.ok for r in rows) else 1
 
     ui = UI(verbosity=1)
@@ -437,7 +454,9 @@ Machine: {cpu_info()[0]}, {os.cpu_count()} cores.
                             )
                         )
                     else:
-                        row.official.append(litert_benchmark_p50(artifact.path, args.threads, work, row.ours[-1]))
+                        row.official.append(
+                            litert_benchmark_p50(artifact.path, args.threads, work, row.ours[-1])
+                        )
                     ui.info(
                         f"  {artifact.name} round {i + 1}: edgecompress {row.ours[-1]:.2f} ms, "
                         f"official {row.official[-1]:.2f} ms"

@@ -44,7 +44,9 @@ def _verbosity(quiet: bool, verbose: bool) -> int:
 @app.command()
 def build(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory [default: runs/<name>].")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: runs/<name>].")
+    ] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Skip latency/memory profiling.")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -78,7 +80,9 @@ def schema() -> None:
 @app.command()
 def inspect(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file whose model is inspected.")],
-    all_layers: Annotated[bool, typer.Option("--all", help="List every layer, not only those with weights.")] = False,
+    all_layers: Annotated[
+        bool, typer.Option("--all", help="List every layer, not only those with weights.")
+    ] = False,
 ) -> None:
     """Print the model's layers, params, MACs and what channel pruning can touch."""
     from rich.console import Console
@@ -97,9 +101,15 @@ def inspect(
         table.add_column(col, justify="right" if col in {"params", "MACs", "out ch"} else "left")
     for layer in adapter.layers(model, shape):
         if all_layers or layer.params:
-            table.add_row(layer.name, layer.kind, f"{layer.params:,}", f"{layer.macs:,}",
-                          "" if layer.out_channels is None else str(layer.out_channels),
-                          "yes" if layer.prunable else "no", layer.note)
+            table.add_row(
+                layer.name,
+                layer.kind,
+                f"{layer.params:,}",
+                f"{layer.macs:,}",
+                "" if layer.out_channels is None else str(layer.out_channels),
+                "yes" if layer.prunable else "no",
+                layer.note,
+            )
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print(f"total: {stats.params:,} params, {stats.macs:,} MACs ({stats.macs / 1e6:.2f} M)")
@@ -108,7 +118,9 @@ def inspect(
 @app.command()
 def profile(
     artifact: Annotated[Path, typer.Argument(help="A .tflite file or an OpenVINO .xml.")],
-    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name (devices/*.yaml).")] = "desktop",
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="Device profile name (devices/*.yaml).")
+    ] = "desktop",
     threads: Annotated[int | None, typer.Option(help="Inference threads [default: the device's].")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs after warm-up.")] = 200,
     warmup: Annotated[float, typer.Option(help="Seconds of warm-up.")] = 1.0,
@@ -121,8 +133,9 @@ def profile(
 
     art = artifact_from_file(artifact)
     dev = load_device(device)
-    m = RUNNERS.get(dev.connection.runner)().run(art, dev, runs=runs, warmup_seconds=warmup,
-                                                 threads=threads or dev.threads)
+    m = RUNNERS.get(dev.connection.runner)().run(
+        art, dev, runs=runs, warmup_seconds=warmup, threads=threads or dev.threads
+    )
     if as_json:
         typer.echo(m.model_dump_json(indent=2))
         return
@@ -146,7 +159,9 @@ def devices() -> None:
             if f.stem not in seen:
                 seen.add(f.stem)
                 dev = load_device(f.stem)
-                typer.echo(f"{dev.name:<16} {dev.connection.runner:<6} {', '.join(dev.runtimes):<18} {dev.description}")
+                typer.echo(
+                    f"{dev.name:<16} {dev.connection.runner:<6} {', '.join(dev.runtimes):<18} {dev.description}"
+                )
 
 
 def main() -> None:
@@ -174,7 +189,10 @@ def main() -> None:
     except Exception as exc:  # a bug or an unexpected library failure: say so, don't hide it
         if _state["debug"]:
             traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

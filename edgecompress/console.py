@@ -33,7 +33,9 @@ class UI:
 
     verbosity: int = 1
     #: Wide enough for the summary table when stderr is a file or a CI log (rich assumes 80 columns there).
-    console: Console = field(default_factory=lambda: Console(stderr=True, width=None if sys.stderr.isatty() else 140))
+    console: Console = field(
+        default_factory=lambda: Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+    )
 
     def info(self, message: str) -> None:
         if self.verbosity >= 1:

@@ -78,7 +78,9 @@ def _to_nhwc01(x: np.ndarray, channels: int, where: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise RecipeError(f"{where}: images must have 3 or 4 dimensions (N,H,W[,C]), got shape {list(x.shape)}")
+        raise RecipeError(
+            f"{where}: images must have 3 or 4 dimensions (N,H,W[,C]), got shape {list(x.shape)}"
+        )
     if x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
         x = x.transpose(0, 2, 3, 1)
     x = x.astype(np.float32)
@@ -111,7 +113,9 @@ def _folder(path: Path, channels: int, size: tuple[int, int]) -> tuple[np.ndarra
         for f in sorted((path / name).iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 with Image.open(f) as im:
-                    arr = np.asarray(im.convert(mode).resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)
+                    arr = np.asarray(
+                        im.convert(mode).resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32
+                    )
                 images.append(arr / 255.0)
                 labels.append(label)
     if not images:
@@ -124,7 +128,9 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
         with np.load(path, allow_pickle=False) as f:
             missing = {"x", "y"} - set(f.files)
             if missing:
-                raise RecipeError(f"{path}: an .npz dataset needs arrays 'x' and 'y'; missing {', '.join(sorted(missing))}")
+                raise RecipeError(
+                    f"{path}: an .npz dataset needs arrays 'x' and 'y'; missing {', '.join(sorted(missing))}"
+                )
             names = [str(n) for n in f["class_names"]] if "class_names" in f.files else None
             return f["x"], f["y"].astype(np.int64), names
     except (OSError, ValueError) as exc:
@@ -166,7 +172,9 @@ def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
         out = _python_entry(spec.dataset, recipe_path)
         if isinstance(out, dict):
             if not {"train", "test"} <= set(out):
-                raise RecipeError(f"data.dataset: {spec.dataset} returned a dict without 'train' and 'test' splits")
+                raise RecipeError(
+                    f"data.dataset: {spec.dataset} returned a dict without 'train' and 'test' splits"
+                )
             preset = {k: (np.asarray(v[0]), np.asarray(v[1], dtype=np.int64)) for k, v in out.items()}
             x, y = preset["train"]
         else:
@@ -177,13 +185,19 @@ def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
             f"data.dataset: unknown dataset '{spec.dataset}'; use digits, folder, npz or 'file.py:function'"
         )
     if len(y) == 0 or len(x) != len(y):
-        raise RecipeError(f"data.dataset: '{spec.dataset}' gave {len(x)} images and {len(y)} labels; need a non-empty, equal number")
+        raise RecipeError(
+            f"data.dataset: '{spec.dataset}' gave {len(x)} images and {len(y)} labels; need a non-empty, equal number"
+        )
 
     def prepare(images: np.ndarray) -> np.ndarray:
         arr = _resize(_to_nhwc01(images, spec.channels, f"data.dataset '{spec.dataset}'"), spec.image_size)
         if spec.normalize:
-            arr = (arr - np.asarray(spec.normalize.mean, np.float32)) / np.asarray(spec.normalize.std, np.float32)
-        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else arr, dtype=np.float32)
+            arr = (arr - np.asarray(spec.normalize.mean, np.float32)) / np.asarray(
+                spec.normalize.std, np.float32
+            )
+        return np.ascontiguousarray(
+            arr.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else arr, dtype=np.float32
+        )
 
     num_classes = 1 + max([int(y.max())] + [int(v[1].max()) for v in (preset or {}).values() if len(v[1])])
     rng = np.random.default_rng(seed)

@@ -9,8 +9,18 @@ from typing import Any
 
 #: Distributions whose versions every report and lock file records.
 RECORDED_PACKAGES = (
-    "edgecompress", "torch", "torch-pruning", "litert-torch", "ai-edge-litert", "litert-converter",
-    "ai-edge-quantizer", "openvino", "nncf", "numpy", "scikit-learn", "pydantic",
+    "edgecompress",
+    "torch",
+    "torch-pruning",
+    "litert-torch",
+    "ai-edge-litert",
+    "litert-converter",
+    "ai-edge-quantizer",
+    "openvino",
+    "nncf",
+    "numpy",
+    "scikit-learn",
+    "pydantic",
 )
 
 

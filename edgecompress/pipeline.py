@@ -38,36 +38,79 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def evaluate_gates(recipe: Recipe, report_steps: list[Step], reference: Step,
-                   artifacts: list[ArtifactResult]) -> list[GateResult]:
+def evaluate_gates(
+    recipe: Recipe, report_steps: list[Step], reference: Step, artifacts: list[ArtifactResult]
+) -> list[GateResult]:
     """Every gate in the recipe, plus the parity threshold, checked against measured values."""
     gates = recipe.gates
     out: list[GateResult] = []
     for a in artifacts:
-        out.append(GateResult(gate="parity.min_agreement", subject=a.name, limit=recipe.parity.min_agreement,
-                              value=a.parity.agreement, passed=a.parity.agreement >= recipe.parity.min_agreement))
+        out.append(
+            GateResult(
+                gate="parity.min_agreement",
+                subject=a.name,
+                limit=recipe.parity.min_agreement,
+                value=a.parity.agreement,
+                passed=a.parity.agreement >= recipe.parity.min_agreement,
+            )
+        )
         if gates.max_accuracy_drop is not None:
             drop = reference.test_accuracy - a.parity.accuracy
-            out.append(GateResult(gate="max_accuracy_drop", subject=a.name, limit=gates.max_accuracy_drop,
-                                  value=drop, passed=drop <= gates.max_accuracy_drop + 1e-12))
+            out.append(
+                GateResult(
+                    gate="max_accuracy_drop",
+                    subject=a.name,
+                    limit=gates.max_accuracy_drop,
+                    value=drop,
+                    passed=drop <= gates.max_accuracy_drop + 1e-12,
+                )
+            )
         if gates.min_accuracy is not None:
-            out.append(GateResult(gate="min_accuracy", subject=a.name, limit=gates.min_accuracy,
-                                  value=a.parity.accuracy, passed=a.parity.accuracy >= gates.min_accuracy))
+            out.append(
+                GateResult(
+                    gate="min_accuracy",
+                    subject=a.name,
+                    limit=gates.min_accuracy,
+                    value=a.parity.accuracy,
+                    passed=a.parity.accuracy >= gates.min_accuracy,
+                )
+            )
         if gates.max_size_kb is not None:
             kb = a.size_bytes / 1024
-            out.append(GateResult(gate="max_size_kb", subject=a.name, limit=gates.max_size_kb, value=kb,
-                                  passed=kb <= gates.max_size_kb))
+            out.append(
+                GateResult(
+                    gate="max_size_kb",
+                    subject=a.name,
+                    limit=gates.max_size_kb,
+                    value=kb,
+                    passed=kb <= gates.max_size_kb,
+                )
+            )
         for device, m in a.measurements.items():
             subject = f"{device}/{a.name}"
             for pattern, limit in gates.max_latency_ms.items():
                 if fnmatch.fnmatch(subject, pattern):
-                    out.append(GateResult(gate="max_latency_ms", subject=subject, limit=limit,
-                                          value=m.latency.p50_ms, passed=m.latency.p50_ms <= limit))
+                    out.append(
+                        GateResult(
+                            gate="max_latency_ms",
+                            subject=subject,
+                            limit=limit,
+                            value=m.latency.p50_ms,
+                            passed=m.latency.p50_ms <= limit,
+                        )
+                    )
     if not artifacts and gates.max_accuracy_drop is not None:
         last = report_steps[-1]
         drop = reference.test_accuracy - last.test_accuracy
-        out.append(GateResult(gate="max_accuracy_drop", subject=last.name, limit=gates.max_accuracy_drop,
-                              value=drop, passed=drop <= gates.max_accuracy_drop + 1e-12))
+        out.append(
+            GateResult(
+                gate="max_accuracy_drop",
+                subject=last.name,
+                limit=gates.max_accuracy_drop,
+                value=drop,
+                passed=drop <= gates.max_accuracy_drop + 1e-12,
+            )
+        )
     return out
 
 
@@ -81,16 +124,27 @@ class _Build:
         self.ui = ui
         self.profile = profile and recipe.profile.enabled
 
-    def _step(self, ctx: Any, model: Any, name: str, stage_type: str | None, seconds: float,
-              notes: dict[str, Any]) -> Step:
+    def _step(
+        self, ctx: Any, model: Any, name: str, stage_type: str | None, seconds: float, notes: dict[str, Any]
+    ) -> Step:
         adapter, data = ctx.adapter, ctx.data
         stats = adapter.stats(model, ctx.input_shape)
         test = float((adapter.predict(model, data.test.x).argmax(1) == data.test.y).mean())
         val = float((adapter.predict(model, data.val.x).argmax(1) == data.val.y).mean())
-        step = Step(name=name, stage_type=stage_type, test_accuracy=test, val_accuracy=val, params=stats.params,
-                    macs=stats.macs, seconds=seconds, notes=notes)
-        self.ui.info(f"  {name}: test acc {test:.4f}, {stats.macs / 1e6:.2f} M MACs, {stats.params:,} params "
-                     f"({seconds:.1f} s)")
+        step = Step(
+            name=name,
+            stage_type=stage_type,
+            test_accuracy=test,
+            val_accuracy=val,
+            params=stats.params,
+            macs=stats.macs,
+            seconds=seconds,
+            notes=notes,
+        )
+        self.ui.info(
+            f"  {name}: test acc {test:.4f}, {stats.macs / 1e6:.2f} M MACs, {stats.params:,} params "
+            f"({seconds:.1f} s)"
+        )
         return step
 
     def run(self, devices: list[DeviceProfile]) -> Report:
@@ -112,8 +166,9 @@ class _Build:
         ui.info(f"loading model {recipe.model.source}")
         model = adapter.load(recipe.model, self.recipe_path)
         adapter.check(model, list(recipe.model.input_shape), data.num_classes)
-        ctx = RunContext(recipe=recipe, recipe_path=self.recipe_path, workdir=self.tmp, adapter=adapter,
-                         data=data, ui=ui)
+        ctx = RunContext(
+            recipe=recipe, recipe_path=self.recipe_path, workdir=self.tmp, adapter=adapter, data=data, ui=ui
+        )
         steps = [self._step(ctx, model, "baseline", None, 0.0, {})]
         reference = steps[0].name
         for i, config in enumerate(recipe.stages):
@@ -125,8 +180,16 @@ class _Build:
             ui.info(f"[bold]stage {i}: {config.type}[/bold]")
             t = time.perf_counter()
             model = stage.apply(model, ctx)
-            steps.append(self._step(ctx, model, f"{i}:{config.type}", config.type, time.perf_counter() - t,
-                                    ctx.notes.get(i, {})))
+            steps.append(
+                self._step(
+                    ctx,
+                    model,
+                    f"{i}:{config.type}",
+                    config.type,
+                    time.perf_counter() - t,
+                    ctx.notes.get(i, {}),
+                )
+            )
         if ctx.teacher is None:
             reference = steps[-1].name
         adapter.save(model, self.tmp / "model.pt2", list(recipe.model.input_shape))
@@ -140,27 +203,41 @@ class _Build:
             ui.info(f"[bold]export {spec.artifact_name}[/bold]")
             artifact = exporter.export(model, spec, ctx, self.tmp)
             parity = check_parity(artifact, data.test.x, ref_logits, data.test.y, threads=threads, ui=ui)
-            ui.info(f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f}, "
-                    f"max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB")
+            ui.info(
+                f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f}, "
+                f"max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB"
+            )
             exported.append((artifact, parity))
 
         for artifact, parity in exported:
             measurements = {}
             for device in devices if self.profile else []:
                 if artifact.runtime not in device.runtimes:
-                    ui.warn(f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there")
+                    ui.warn(
+                        f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
+                    )
                     continue
                 runner = RUNNERS.get(device.connection.runner)()
                 ui.info(f"profiling {artifact.name} on {device.name}")
                 measurements[device.name] = runner.run(
-                    artifact, device, runs=recipe.profile.runs, warmup_seconds=recipe.profile.warmup_seconds,
+                    artifact,
+                    device,
+                    runs=recipe.profile.runs,
+                    warmup_seconds=recipe.profile.warmup_seconds,
                     threads=recipe.profile.threads or device.threads,
                 )
-            artifacts.append(ArtifactResult(
-                name=artifact.name, format=artifact.format, runtime=artifact.runtime, precision=artifact.precision,
-                files=[str(Path(f).relative_to(self.tmp)) for f in artifact.files], size_bytes=artifact.size_bytes,
-                parity=parity, measurements=measurements,
-            ))
+            artifacts.append(
+                ArtifactResult(
+                    name=artifact.name,
+                    format=artifact.format,
+                    runtime=artifact.runtime,
+                    precision=artifact.precision,
+                    files=[str(Path(f).relative_to(self.tmp)) for f in artifact.files],
+                    size_bytes=artifact.size_bytes,
+                    parity=parity,
+                    measurements=measurements,
+                )
+            )
 
         ref_step = next(s for s in steps if s.name == reference)
         return Report(
@@ -172,9 +249,15 @@ class _Build:
             framework=adapter.name,
             machine=machine_info(),
             versions=package_versions(*RECORDED_PACKAGES),
-            data={"dataset": recipe.data.dataset, "train": len(data.train), "val": len(data.val),
-                  "test": len(data.test), "calibration": len(data.calibration), "num_classes": data.num_classes,
-                  **data.describe()},
+            data={
+                "dataset": recipe.data.dataset,
+                "train": len(data.train),
+                "val": len(data.val),
+                "test": len(data.test),
+                "calibration": len(data.calibration),
+                "num_classes": data.num_classes,
+                **data.describe(),
+            },
             steps=steps,
             reference_step=reference,
             artifacts=artifacts,
@@ -198,8 +281,9 @@ def write_outputs(report: Report, recipe: Recipe, directory: Path) -> None:
     (directory / "recipe.lock.yaml").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
-def run_build(recipe_path: str | Path, *, out: str | Path | None = None, verbosity: int = 1,
-              profile: bool = True) -> Report:
+def run_build(
+    recipe_path: str | Path, *, out: str | Path | None = None, verbosity: int = 1, profile: bool = True
+) -> Report:
     """Build the recipe; return the report. Raises RecipeError (bad input), other EdgeCompressErrors (the
     build failed; previous output untouched), or GateFailed (output written, a gate did not pass)."""
     from edgecompress.summary import print_summary

@@ -29,16 +29,21 @@ class Measurements(BaseModel):
     execution_precision: str | None = Field(
         default=None, description="Arithmetic precision the runtime computed in (f32, bf16, ...), as it says."
     )
-    load_ms: float = Field(description="Reading the file and preparing it (interpreter + allocate / compile).")
+    load_ms: float = Field(
+        description="Reading the file and preparing it (interpreter + allocate / compile)."
+    )
     first_inference_ms: float
     warmup_seconds: float
     latency: LatencyStats
-    peak_rss_mb: float = Field(description="Peak resident memory of the fresh process that loaded and ran it.")
+    peak_rss_mb: float = Field(
+        description="Peak resident memory of the fresh process that loaded and ran it."
+    )
     baseline_rss_mb: float = Field(description="Resident memory of that process before loading the model.")
     file_size_bytes: int
     cpu_model: str
     isa_flags: list[str]
     python_version: str
     energy_mj_estimated: float | None = Field(
-        default=None, description="Estimated energy per inference from the device's power model (not measured)."
+        default=None,
+        description="Estimated energy per inference from the device's power model (not measured).",
     )

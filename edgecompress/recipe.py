@@ -75,7 +75,9 @@ class ModelSpec(_Strict):
 
 class Normalize(_Strict):
     mean: list[float] = Field(description="Per-channel mean subtracted from pixels scaled to [0, 1].")
-    std: list[Annotated[float, Field(gt=0)]] = Field(description="Per-channel divisor applied after the mean.")
+    std: list[Annotated[float, Field(gt=0)]] = Field(
+        description="Per-channel divisor applied after the mean."
+    )
 
     @model_validator(mode="after")
     def _same_length(self) -> Normalize:
@@ -85,7 +87,9 @@ class Normalize(_Strict):
 
 
 class SplitSpec(_Strict):
-    val: float = Field(default=0.15, gt=0, lt=0.5, description="Fraction of the data held out for validation.")
+    val: float = Field(
+        default=0.15, gt=0, lt=0.5, description="Fraction of the data held out for validation."
+    )
     test: float = Field(default=0.2, gt=0, lt=0.5, description="Fraction held out for the final test.")
     calibration: int = Field(
         default=256, gt=0, description="Training images set aside (copied, not removed) for calibration."
@@ -107,7 +111,8 @@ class DataSpec(_Strict):
         default="NCHW", description="Layout of the model's input; the exports keep it and record it."
     )
     normalize: Normalize | None = Field(
-        default=None, description="Per-channel normalisation after scaling pixels to [0, 1]; recorded in exports."
+        default=None,
+        description="Per-channel normalisation after scaling pixels to [0, 1]; recorded in exports.",
     )
     batch_size: int = Field(default=64, gt=0, description="Training and evaluation batch size.")
     split: SplitSpec = Field(default_factory=SplitSpec, description="How data is split (seeded, stratified).")
@@ -137,7 +142,9 @@ class ExportSpec(_Strict):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in EXPORTERS:
-            raise ValueError(f"unknown format '{v}'{did_you_mean(v, EXPORTERS.names())}; valid: {', '.join(EXPORTERS.names())}")
+            raise ValueError(
+                f"unknown format '{v}'{did_you_mean(v, EXPORTERS.names())}; valid: {', '.join(EXPORTERS.names())}"
+            )
         return v
 
     @property
@@ -147,22 +154,32 @@ class ExportSpec(_Strict):
 
 class ProfileSpec(_Strict):
     runs: int = Field(default=200, gt=0, description="Timed inferences after warm-up.")
-    warmup_seconds: float = Field(default=1.0, ge=0, description="Seconds of untimed inference before timing.")
+    warmup_seconds: float = Field(
+        default=1.0, ge=0, description="Seconds of untimed inference before timing."
+    )
     threads: int | None = Field(default=None, gt=0, description="Inference threads; default: the device's.")
     enabled: bool = Field(default=True, description="Set false to skip latency and memory profiling.")
 
 
 class ParitySpec(_Strict):
     min_agreement: float = Field(
-        default=0.99, ge=0, le=1, description="Least top-1 agreement of each artifact with the framework model."
+        default=0.99,
+        ge=0,
+        le=1,
+        description="Least top-1 agreement of each artifact with the framework model.",
     )
 
 
 class GatesSpec(_Strict):
     max_accuracy_drop: float | None = Field(
-        default=None, ge=0, le=1, description="Largest allowed drop from the baseline's test accuracy (0.01 = 1 point)."
+        default=None,
+        ge=0,
+        le=1,
+        description="Largest allowed drop from the baseline's test accuracy (0.01 = 1 point).",
     )
-    min_accuracy: float | None = Field(default=None, ge=0, le=1, description="Least test accuracy of every artifact.")
+    min_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Least test accuracy of every artifact."
+    )
     max_size_kb: float | None = Field(default=None, gt=0, description="Largest artifact file size in KiB.")
     max_latency_ms: dict[str, float] = Field(
         default_factory=dict,
@@ -173,16 +190,24 @@ class GatesSpec(_Strict):
 class Recipe(_Strict):
     """A whole build: model, data, stages, exports, devices, profiling and gates."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name; output goes to runs/<name>.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name; output goes to runs/<name>."
+    )
     seed: int = Field(default=0, description="Seed for data splits, training and pruning.")
     model: ModelSpec = Field(description="The trained model to compress.")
     data: DataSpec = Field(default_factory=DataSpec, description="Dataset, preprocessing and splits.")
-    stages: list[StageConfig] = Field(default_factory=list, description="Stages run in order; see `edgecompress schema`.")
+    stages: list[StageConfig] = Field(
+        default_factory=list, description="Stages run in order; see `edgecompress schema`."
+    )
     export: list[ExportSpec] = Field(default_factory=list, description="Artifacts to export and verify.")
-    devices: list[str] = Field(default_factory=lambda: ["desktop"], description="Device profiles (devices/*.yaml).")
+    devices: list[str] = Field(
+        default_factory=lambda: ["desktop"], description="Device profiles (devices/*.yaml)."
+    )
     profile: ProfileSpec = Field(default_factory=ProfileSpec, description="Latency and memory measurement.")
     parity: ParitySpec = Field(default_factory=ParitySpec, description="Artifact vs framework model checks.")
-    gates: GatesSpec = Field(default_factory=GatesSpec, description="Limits that fail the build when exceeded.")
+    gates: GatesSpec = Field(
+        default_factory=GatesSpec, description="Limits that fail the build when exceeded."
+    )
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -196,7 +221,9 @@ class Recipe(_Strict):
                 out.append(entry)
                 continue
             if not isinstance(entry, dict) or "type" not in entry:
-                raise _NestedError(("stages", i), f"each stage needs a 'type', one of: {', '.join(STAGES.names())}")
+                raise _NestedError(
+                    ("stages", i), f"each stage needs a 'type', one of: {', '.join(STAGES.names())}"
+                )
             kind = str(entry["type"])
             if kind not in STAGES:
                 raise _NestedError(
@@ -215,7 +242,9 @@ class Recipe(_Strict):
         names = [e.artifact_name for e in self.export]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"export names must be unique; repeated: {', '.join(dupes)} (set 'name:' on one)")
+            raise ValueError(
+                f"export names must be unique; repeated: {', '.join(dupes)} (set 'name:' on one)"
+            )
         return self
 
     def content_hash(self) -> str:
@@ -226,7 +255,9 @@ class Recipe(_Strict):
 class _NestedError(Exception):
     """Carries a stage-config error out of pydantic with its full location (pydantic would flatten it)."""
 
-    def __init__(self, loc: tuple[Any, ...], error: ValidationError | str, model: type[BaseModel] | None = None):
+    def __init__(
+        self, loc: tuple[Any, ...], error: ValidationError | str, model: type[BaseModel] | None = None
+    ):
         super().__init__(str(error))
         self.loc = loc
         self.error = error
@@ -277,20 +308,31 @@ def _describe(err: dict[str, Any], model: type[BaseModel] | None, loc: tuple[Any
     if kind == "extra_forbidden":
         key = loc[-1]
         valid = _fields_at(model, loc[:-1])
-        return f"unknown key '{key}'{did_you_mean(str(key), valid)}" + (f"; valid: {', '.join(valid)}" if valid else "")
+        return f"unknown key '{key}'{did_you_mean(str(key), valid)}" + (
+            f"; valid: {', '.join(valid)}" if valid else ""
+        )
     if kind == "missing":
         return "required key is missing"
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     if kind == "literal_error":
-        expected = [e.strip(" '") for e in str(err.get("ctx", {}).get("expected", "")).replace(" or ", ",").split(",")]
+        expected = [
+            e.strip(" '") for e in str(err.get("ctx", {}).get("expected", "")).replace(" or ", ",").split(",")
+        ]
         msg += did_you_mean(str(err.get("input")), [e for e in expected if e])
-    if "input" in err and kind not in {"missing", "model_type", "dict_type"} and not isinstance(err["input"], dict | list):
+    if (
+        "input" in err
+        and kind not in {"missing", "model_type", "dict_type"}
+        and not isinstance(err["input"], dict | list)
+    ):
         msg += f" (got {err['input']!r})"
     return msg
 
 
 def _format_errors(
-    errors: list[dict[str, Any]], model: type[BaseModel] | None, prefix: tuple[Any, ...], where: str,
+    errors: list[dict[str, Any]],
+    model: type[BaseModel] | None,
+    prefix: tuple[Any, ...],
+    where: str,
     lines: dict[tuple[Any, ...], int],
 ) -> str:
     out = []
@@ -363,8 +405,13 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
 
     framework = recipe.model.resolved_framework
     if framework not in FRAMEWORKS:
-        raise fail(("model", "source"), f"{framework} models are not supported yet; supported: {', '.join(FRAMEWORKS.names())}")
-    file_part = recipe.model.source.split(":")[0] if recipe.model.source.count(":") == 1 else recipe.model.source
+        raise fail(
+            ("model", "source"),
+            f"{framework} models are not supported yet; supported: {', '.join(FRAMEWORKS.names())}",
+        )
+    file_part = (
+        recipe.model.source.split(":")[0] if recipe.model.source.count(":") == 1 else recipe.model.source
+    )
     looks_like_path = file_part.endswith(".py") or Path(file_part).suffix.lower() in MODEL_SUFFIXES
     if looks_like_path and not resolve_path(file_part, recipe_path).exists():
         raise fail(("model", "source"), f"file not found: {file_part}")
@@ -380,7 +427,10 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
     for i, stage in enumerate(recipe.stages):
         backends = STAGES.get(stage.type).backends
         if framework not in backends:
-            raise fail(("stages", i, "type"), f"stage '{stage.type}' has no {framework} backend (it has: {', '.join(backends)})")
+            raise fail(
+                ("stages", i, "type"),
+                f"stage '{stage.type}' has no {framework} backend (it has: {', '.join(backends)})",
+            )
     has_quantize = any(s.type == "quantize" for s in recipe.stages)
     for i, spec in enumerate(recipe.export):
         exporter = EXPORTERS.get(spec.format)
@@ -391,12 +441,16 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
         for key, value in spec.options.items():
             if key not in exporter.options:
                 valid = ", ".join(exporter.options) or "none"
-                raise fail(("export", i, "options", key),
-                           f"unknown {spec.format} option '{key}'{did_you_mean(key, exporter.options)}; valid: {valid}")
+                raise fail(
+                    ("export", i, "options", key),
+                    f"unknown {spec.format} option '{key}'{did_you_mean(key, exporter.options)}; valid: {valid}",
+                )
             allowed = exporter.options[key]
             if allowed is not None and str(value) not in allowed:
-                raise fail(("export", i, "options", key),
-                           f"'{value}' is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+                raise fail(
+                    ("export", i, "options", key),
+                    f"'{value}' is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}",
+                )
         if spec.precision == "int8" and not has_quantize:
             raise fail(("export", i, "precision"), "int8 export needs a 'quantize' stage before it")
     for i, name in enumerate(recipe.devices):
@@ -407,4 +461,7 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
     known = {f"{d}/{e.artifact_name}" for d in recipe.devices for e in recipe.export}
     for pattern in recipe.gates.max_latency_ms:
         if not fnmatch.filter(known, pattern):
-            raise fail(("gates", "max_latency_ms", pattern), f"matches no 'device/artifact'; known: {', '.join(sorted(known)) or 'none'}")
+            raise fail(
+                ("gates", "max_latency_ms", pattern),
+                f"matches no 'device/artifact'; known: {', '.join(sorted(known)) or 'none'}",
+            )

@@ -29,7 +29,9 @@ def import_object(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "edgecompress":  # our own module missing: a bug, not an install issue
+        if (
+            exc.name and exc.name.split(".")[0] == "edgecompress"
+        ):  # our own module missing: a bug, not an install issue
             raise
         raise BackendUnavailable(
             f"{path} needs the Python package '{exc.name}', which is not installed "

@@ -21,7 +21,9 @@ class Step(BaseModel):
     params: int
     macs: int
     seconds: float = Field(description="Wall time of the stage.")
-    notes: dict[str, Any] = Field(default_factory=dict, description="What the stage recorded (e.g. channels removed).")
+    notes: dict[str, Any] = Field(
+        default_factory=dict, description="What the stage recorded (e.g. channels removed)."
+    )
 
 
 class ArtifactResult(BaseModel):
@@ -33,7 +35,9 @@ class ArtifactResult(BaseModel):
     files: list[str] = Field(description="Paths relative to the output directory.")
     size_bytes: int
     parity: Parity
-    measurements: dict[str, Measurements] = Field(default_factory=dict, description="Device name -> measurements.")
+    measurements: dict[str, Measurements] = Field(
+        default_factory=dict, description="Device name -> measurements."
+    )
 
 
 class GateResult(BaseModel):
@@ -62,8 +66,10 @@ class Report(BaseModel):
     versions: dict[str, str]
     data: dict[str, Any]
     steps: list[Step]
-    reference_step: str = Field(description="The step accuracy drops are measured from: the model as it entered "
-                                "the first compressing stage (or the last step when no stage compresses).")
+    reference_step: str = Field(
+        description="The step accuracy drops are measured from: the model as it entered "
+        "the first compressing stage (or the last step when no stage compresses)."
+    )
     artifacts: list[ArtifactResult]
     gates: list[GateResult]
     wall_seconds: float
@@ -106,8 +112,15 @@ class Report(BaseModel):
             if s.notes:
                 out += ["", f"### {s.name}", ""]
                 for k, v in s.notes.items():
-                    if isinstance(v, dict) and v and all(isinstance(x, list) and len(x) == 2 for x in v.values()):
-                        out.append(f"- **{k}** (before → after): " + ", ".join(f"{n} {a}→{b}" for n, (a, b) in v.items()))
+                    if (
+                        isinstance(v, dict)
+                        and v
+                        and all(isinstance(x, list) and len(x) == 2 for x in v.values())
+                    ):
+                        out.append(
+                            f"- **{k}** (before → after): "
+                            + ", ".join(f"{n} {a}→{b}" for n, (a, b) in v.items())
+                        )
                     else:
                         out.append(f"- **{k}**: {_short(v)}")
         out += [
@@ -144,8 +157,11 @@ class Report(BaseModel):
                     f"{m.peak_rss_mb:.1f} | {energy} |"
                 )
             first = rows[0][2]
-            out += ["", f"CPU: {first.cpu_model}; ISA flags: {', '.join(first.isa_flags) or 'none found'}. "
-                    "Runtimes: " + ", ".join(sorted({f'{m.runtime} {m.runtime_version}' for _, _, m in rows}))]
+            out += [
+                "",
+                f"CPU: {first.cpu_model}; ISA flags: {', '.join(first.isa_flags) or 'none found'}. "
+                "Runtimes: " + ", ".join(sorted({f"{m.runtime} {m.runtime_version}" for _, _, m in rows})),
+            ]
         if self.gates:
             out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
         out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]

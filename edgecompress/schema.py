@@ -17,6 +17,9 @@ def recipe_json_schema() -> dict[str, Any]:
     full = create_model(
         "Recipe",
         __base__=Recipe,
-        stages=(list[stage_union], Field(default_factory=list, description=Recipe.model_fields["stages"].description)),
+        stages=(
+            list[stage_union],
+            Field(default_factory=list, description=Recipe.model_fields["stages"].description),
+        ),
     )
     return full.model_json_schema()

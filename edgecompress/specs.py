@@ -50,9 +50,13 @@ class _Strict(BaseModel):
 
 class CPUSpec(_Strict):
     model: str = Field(description="CPU model name as the vendor gives it, or 'detect' for this machine.")
-    arch: Literal["x86_64", "aarch64", "armv7l", "detect"] = Field(description="Instruction set architecture.")
+    arch: Literal["x86_64", "aarch64", "armv7l", "detect"] = Field(
+        description="Instruction set architecture."
+    )
     cores: int | Literal["detect"] = Field(description="Cores available to inference.")
-    isa: list[str] = Field(default_factory=list, description="SIMD/ISA features, e.g. avx2, avx512_vnni, neon, dotprod.")
+    isa: list[str] = Field(
+        default_factory=list, description="SIMD/ISA features, e.g. avx2, avx512_vnni, neon, dotprod."
+    )
     int8_dot_product: bool | Literal["detect"] = Field(
         default="detect",
         description="Whether the CPU has int8 dot-product instructions (VNNI, ARM dotprod) that make int8 faster.",
@@ -81,7 +85,9 @@ class DeviceProfile(_Strict):
     threads: int = Field(default=2, gt=0, description="Default inference threads on this device.")
     runtimes: list[Literal["litert", "openvino"]] = Field(description="Runtimes installed on the device.")
     connection: Connection = Field(default_factory=Connection)
-    power: PowerModel | None = Field(default=None, description="Power model for estimated energy per inference.")
+    power: PowerModel | None = Field(
+        default=None, description="Power model for estimated energy per inference."
+    )
 
 
 def load_device(name: str, *, base_dir: Path | None = None) -> DeviceProfile:

@@ -15,19 +15,35 @@ def summary_table(report: Report) -> Table:
     ref = report.reference
     devices = sorted({d for a in report.artifacts for d in a.measurements})
     table = Table(title=f"edgecompress: {report.recipe_name}", title_justify="left")
-    for col in ("step / artifact", "test acc", "Δ acc", "MACs", "params", "size KiB", *[f"p50 ms {d}" for d in devices]):
+    for col in (
+        "step / artifact",
+        "test acc",
+        "Δ acc",
+        "MACs",
+        "params",
+        "size KiB",
+        *[f"p50 ms {d}" for d in devices],
+    ):
         table.add_column(col, justify="left" if col == "step / artifact" else "right")
     final = report.steps[-1]
     for s in report.steps:
         table.add_row(
-            s.name + (" (reference)" if s.name == ref.name else ""), f"{s.test_accuracy:.4f}",
-            f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f}", f"{s.macs / 1e6:.2f}M", f"{s.params:,}", "",
+            s.name + (" (reference)" if s.name == ref.name else ""),
+            f"{s.test_accuracy:.4f}",
+            f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f}",
+            f"{s.macs / 1e6:.2f}M",
+            f"{s.params:,}",
+            "",
             *["" for _ in devices],
         )
     for a in report.artifacts:
         table.add_row(
-            a.name, f"{a.parity.accuracy:.4f}", f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
-            f"{final.macs / 1e6:.2f}M", f"{final.params:,}", f"{a.size_bytes / 1024:.1f}",
+            a.name,
+            f"{a.parity.accuracy:.4f}",
+            f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
+            f"{final.macs / 1e6:.2f}M",
+            f"{final.params:,}",
+            f"{a.size_bytes / 1024:.1f}",
             *[f"{a.measurements[d].latency.p50_ms:.3f}" if d in a.measurements else "—" for d in devices],
         )
     return table
@@ -39,5 +55,7 @@ def print_summary(report: Report, out_dir: Path, ui: UI) -> None:
         for g in report.gates:
             if not g.passed or ui.verbosity >= 2:
                 ui.console.print(("[green]" if g.passed else "[red]") + g.message, highlight=False)
-    ui.console.print(f"wrote {out_dir}/ (report.md, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s",
-                     highlight=False)
+    ui.console.print(
+        f"wrote {out_dir}/ (report.md, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s",
+        highlight=False,
+    )

@@ -26,6 +26,18 @@ if TYPE_CHECKING:
     from edgecompress.recipe import ModelSpec
 
 
+def forward_zeros(model: Any, input_shape: list[int]) -> Any:
+    """The model's output on zeros of `input_shape` (eval mode, no grad); ModelError if the forward fails."""
+    import torch
+
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(torch.zeros(input_shape))
+    except Exception as exc:
+        raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
+
+
 class TorchAdapter:
     """The FrameworkAdapter for PyTorch models (`nn.Module`, torch.export programs, TorchScript)."""
 
@@ -41,12 +53,7 @@ class TorchAdapter:
         """Run one forward pass on zeros; ModelError if it fails or the output is not (batch, num_classes)."""
         import torch
 
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model(torch.zeros(input_shape))
-        except Exception as exc:
-            raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
+        out = forward_zeros(model, input_shape)
         if not isinstance(out, torch.Tensor):
             raise ModelError(
                 f"model output must be one logits tensor of shape [{input_shape[0]}, {num_classes}], "
@@ -70,13 +77,21 @@ class TorchAdapter:
 
         if isinstance(model, torch.jit.ScriptModule):
             return [
-                LayerInfo(name, m.original_name, sum(p.numel() for p in m.parameters(recurse=False)), 0,
-                          _out_channels(m), False, "TorchScript: per-layer MACs and pruning need a python entry or a .pt2")
+                LayerInfo(
+                    name,
+                    m.original_name,
+                    sum(p.numel() for p in m.parameters(recurse=False)),
+                    0,
+                    _out_channels(m),
+                    False,
+                    "TorchScript: per-layer MACs and pruning need a python entry or a .pt2",
+                )
                 for name, m in model.named_modules()
                 if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
             ]
         leaves = {
-            name: m for name, m in model.named_modules()
+            name: m
+            for name, m in model.named_modules()
             if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
         }
         trace = _trace_leaves(model, input_shape)
@@ -92,15 +107,17 @@ class TorchAdapter:
                 prunable, note = False, "in no pruning group (not traced, or feeds the output directly)"
             else:
                 prunable, note = False, f"{type(m).__name__} has no prunable channels"
-            out.append(LayerInfo(
-                name=name,
-                kind=_kind(m),
-                params=sum(p.numel() for p in m.parameters(recurse=False)),
-                macs=trace.macs.get(name, 0),
-                out_channels=_out_channels(m),
-                prunable=prunable,
-                note=note,
-            ))
+            out.append(
+                LayerInfo(
+                    name=name,
+                    kind=_kind(m),
+                    params=sum(p.numel() for p in m.parameters(recurse=False)),
+                    macs=trace.macs.get(name, 0),
+                    out_channels=_out_channels(m),
+                    prunable=prunable,
+                    note=note,
+                )
+            )
         return out
 
     # ------------------------------------------------------------------------------ copy, predict, save
@@ -138,7 +155,9 @@ class TorchAdapter:
             try:  # a model that fixes its batch size (e.g. a hard-coded reshape) exports as it is
                 program = torch.export.export(model, (torch.zeros(input_shape),))
             except Exception as exc:
-                raise ModelError(f"torch.export failed for input shape {list(input_shape)}: {one_line(exc)}") from exc
+                raise ModelError(
+                    f"torch.export failed for input shape {list(input_shape)}: {one_line(exc)}"
+                ) from exc
         torch.export.save(program, path)
         return path
 
@@ -160,7 +179,9 @@ class TorchAdapter:
         if not params:
             raise ModelError(f"{options.description}: the model has no trainable parameters")
         if options.optimizer not in {"adamw", "sgd"} or options.schedule not in {"cosine", "constant"}:
-            raise ModelError(f"{options.description}: unknown optimizer '{options.optimizer}' or schedule '{options.schedule}'")
+            raise ModelError(
+                f"{options.description}: unknown optimizer '{options.optimizer}' or schedule '{options.schedule}'"
+            )
         torch.manual_seed(seed)
         shuffle = torch.Generator().manual_seed(seed)
         x = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
@@ -184,7 +205,8 @@ class TorchAdapter:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             (lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
-            if options.schedule == "cosine" else (lambda step: 1.0),
+            if options.schedule == "cosine"
+            else (lambda step: 1.0),
         )
 
         best_key: tuple[float, float] | None = None
@@ -209,8 +231,10 @@ class TorchAdapter:
                     loss = F.cross_entropy(logits, yb, label_smoothing=options.label_smoothing)
                     if teacher_log_probs is not None:
                         kd = F.kl_div(
-                            F.log_softmax(logits / temperature, dim=1), teacher_log_probs.index_select(0, idx),
-                            reduction="batchmean", log_target=True,
+                            F.log_softmax(logits / temperature, dim=1),
+                            teacher_log_probs.index_select(0, idx),
+                            reduction="batchmean",
+                            log_target=True,
                         )
                         loss = options.alpha * temperature**2 * kd + (1.0 - options.alpha) * loss
                     optimizer.zero_grad(set_to_none=True)
@@ -312,12 +336,8 @@ def _trace_leaves(model: Any, input_shape: list[int]) -> _LeafTrace:
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if not list(m.children())]
-    model.eval()
     try:
-        with torch.no_grad():
-            out = model(torch.zeros(input_shape))
-    except Exception as exc:
-        raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
+        out = forward_zeros(model, input_shape)
     finally:
         for h in handles:
             h.remove()
@@ -337,7 +357,9 @@ def _coupling(model: Any, input_shape: list[int], ignored: list[Any]) -> dict[An
     from torch import nn
 
     try:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(input_shape), verbose=False)
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=torch.zeros(input_shape), verbose=False
+        )
         groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=_prunable_types()))
     except Exception:  # a model DepGraph cannot trace: every layer then reads "in no pruning group"
         return {}
@@ -345,8 +367,12 @@ def _coupling(model: Any, input_shape: list[int], ignored: list[Any]) -> dict[An
         model.eval()
     names = {m: n for n, m in model.named_modules()}
     rank = {m: i for i, m in enumerate(names)}
-    reason = {tp.ops.OPTYPE.ELEMENTWISE: "residual add", tp.ops.OPTYPE.CONCAT: "concat",
-              tp.ops.OPTYPE.SPLIT: "split", tp.ops.OPTYPE.DEPTHWISE_CONV: "depthwise conv"}
+    reason = {
+        tp.ops.OPTYPE.ELEMENTWISE: "residual add",
+        tp.ops.OPTYPE.CONCAT: "concat",
+        tp.ops.OPTYPE.SPLIT: "split",
+        tp.ops.OPTYPE.DEPTHWISE_CONV: "depthwise conv",
+    }
     notes: dict[Any, str] = {}
     for group in groups:
         members: list[nn.Module] = []
@@ -389,5 +415,7 @@ def _out_channels(m: Any) -> int | None:
         value = getattr(m, attr, None)
         if isinstance(value, int):
             return value
-    weight = getattr(m, "weight", None)  # TorchScript modules: conv/linear/norm weights lead with the channels
+    weight = getattr(
+        m, "weight", None
+    )  # TorchScript modules: conv/linear/norm weights lead with the channels
     return int(weight.shape[0]) if weight is not None and getattr(weight, "ndim", 0) >= 1 else None

@@ -203,7 +203,9 @@ def _load_checkpoint(model: Any, checkpoint: str, recipe_path: Path) -> None:
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path}: a checkpoint must be a state_dict (a dict of tensors, optionally under 'state_dict' or 'model')")
+        raise ModelError(
+            f"{path}: a checkpoint must be a state_dict (a dict of tensors, optionally under 'state_dict' or 'model')"
+        )
     expected = set(model.state_dict())
     if state and all(k.startswith("module.") for k in state) and not expected & set(state):
         state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
@@ -211,13 +213,17 @@ def _load_checkpoint(model: Any, checkpoint: str, recipe_path: Path) -> None:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in expected]
     resized = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or resized:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("size mismatch in", resized)):
             if keys:
-                parts.append(f"{label} {len(keys)} keys ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+                parts.append(
+                    f"{label} {len(keys)} keys ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                )
         raise ModelError(f"{path}: checkpoint does not match the model: {'; '.join(parts)}")
     try:
         model.load_state_dict(state, strict=True)
@@ -272,7 +278,11 @@ def lift_functional_layers(gm: Any) -> Any:
         path = paths.pop()
         module = gm.get_submodule(path)
         own = set(module._parameters) | set(module._buffers)
-        if type(module) is not nn.Module or list(module.children()) or own - {t.rpartition(".")[2] for t in targets} - {"num_batches_tracked"}:
+        if (
+            type(module) is not nn.Module
+            or list(module.children())
+            or own - {t.rpartition(".")[2] for t in targets} - {"num_batches_tracked"}
+        ):
             return None
         return path, module
 
@@ -288,8 +298,14 @@ def lift_functional_layers(gm: Any) -> Any:
             path, holder = found
             weight = holder.weight
             layer = convs[node.target](
-                weight.shape[1] * a["groups"], weight.shape[0], tuple(weight.shape[2:]), stride=a["stride"],
-                padding=a["padding"], dilation=a["dilation"], groups=a["groups"], bias=a["bias"] is not None,
+                weight.shape[1] * a["groups"],
+                weight.shape[0],
+                tuple(weight.shape[2:]),
+                stride=a["stride"],
+                padding=a["padding"],
+                dilation=a["dilation"],
+                groups=a["groups"],
+                bias=a["bias"] is not None,
             )
         elif node.target == aten.linear.default:
             a = _schema_args(node)

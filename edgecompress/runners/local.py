@@ -51,7 +51,11 @@ class LocalRunner:
             str(runs),
             "--warmup-seconds",
             str(warmup_seconds),
-            *(["--inference-precision", artifact.inference_precision] if artifact.inference_precision else []),
+            *(
+                ["--inference-precision", artifact.inference_precision]
+                if artifact.inference_precision
+                else []
+            ),
         ]
 
     def run(

@@ -45,8 +45,17 @@ def built(tmp_path_factory):
 def test_outputs_written(built):
     _, out, report = built
     names = {p.name for p in out.iterdir()}
-    assert {"report.json", "report.md", "recipe.lock.yaml", "model.pt2", "tflite-fp32.tflite", "tflite-fp32.json",
-            "openvino-fp32.xml", "openvino-fp32.bin", "openvino-fp32.json"} <= names
+    assert {
+        "report.json",
+        "report.md",
+        "recipe.lock.yaml",
+        "model.pt2",
+        "tflite-fp32.tflite",
+        "tflite-fp32.json",
+        "openvino-fp32.xml",
+        "openvino-fp32.bin",
+        "openvino-fp32.json",
+    } <= names
     assert Report.model_validate_json((out / "report.json").read_text()) == report
     lock = yaml.safe_load((out / "recipe.lock.yaml").read_text())
     assert lock["recipe_hash"] == report.recipe_hash and lock["seed"] == 1 and "torch" in lock["versions"]
@@ -103,9 +112,11 @@ print(json.dumps([float((np.array(lite) == ref).mean()), float((np.array(vino) =
 
 def test_failed_gate_writes_report_then_fails(tmp_path):
     gated = tmp_path / "gated.yaml"
-    gated.write_text(RECIPE.replace("stages:", "gates: {max_size_kb: 0.5}\nstages:")
-                     .replace("- {type: train, epochs: 4, lr: 0.005}", "- {type: train, epochs: 1}")
-                     .replace("runs: 30", "runs: 5, enabled: false"))
+    gated.write_text(
+        RECIPE.replace("stages:", "gates: {max_size_kb: 0.5}\nstages:")
+        .replace("- {type: train, epochs: 4, lr: 0.005}", "- {type: train, epochs: 1}")
+        .replace("runs: 30", "runs: 5, enabled: false")
+    )
     out = tmp_path / "gated-out"
     with pytest.raises(GateFailed, match=r"max_size_kb \[tflite-fp32\]"):
         run_build(gated, out=out, verbosity=0)
@@ -117,8 +128,12 @@ def test_failed_build_keeps_previous_output(built, tmp_path):
     _, out, _ = built
     before = (out / "report.json").read_text()
     broken = tmp_path / "broken.yaml"
-    broken.write_text(RECIPE.replace("{type: prune, ratio: 0.3, round_to: 2}",
-                                     "{type: prune, ratio: 0.3, layer_ratios: {'no_such_layer*': 0.5}}"))
+    broken.write_text(
+        RECIPE.replace(
+            "{type: prune, ratio: 0.3, round_to: 2}",
+            "{type: prune, ratio: 0.3, layer_ratios: {'no_such_layer*': 0.5}}",
+        )
+    )
     with pytest.raises(RecipeError, match="no_such_layer"):
         run_build(broken, out=out, verbosity=0)
     assert (out / "report.json").read_text() == before
@@ -127,11 +142,18 @@ def test_failed_build_keeps_previous_output(built, tmp_path):
 
 def test_cli_build_exit_code_3_on_gate(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.replace("stages:", "gates: {min_accuracy: 0.999}\nstages:")
-                      .replace("epochs: 4", "epochs: 1").replace("epochs: 2", "epochs: 1")
-                      .replace("runs: 30", "runs: 5, enabled: false"))
-    res = subprocess.run([sys.executable, "-m", "edgecompress.cli", "build", str(recipe), "--out", str(tmp_path / "o"), "-q"],
-                         capture_output=True, text=True, cwd=REPO)
+    recipe.write_text(
+        RECIPE.replace("stages:", "gates: {min_accuracy: 0.999}\nstages:")
+        .replace("epochs: 4", "epochs: 1")
+        .replace("epochs: 2", "epochs: 1")
+        .replace("runs: 30", "runs: 5, enabled: false")
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", "build", str(recipe), "--out", str(tmp_path / "o"), "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 3, res.stderr
     lines = res.stderr.strip().splitlines()
     assert [line.split(":")[0] for line in lines[-2:]] == ["gate failed", "gate failed"]
@@ -140,12 +162,31 @@ def test_cli_build_exit_code_3_on_gate(tmp_path):
 
 def test_cli_profile_existing_artifact(built):
     _, out, _ = built
-    res = subprocess.run([sys.executable, "-m", "edgecompress.cli", "profile", str(out / "openvino-fp32.xml"),
-                          "--runs", "10", "--warmup", "0.1", "--json"], capture_output=True, text=True, cwd=REPO)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "profile",
+            str(out / "openvino-fp32.xml"),
+            "--runs",
+            "10",
+            "--warmup",
+            "0.1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)
     assert m["runtime"] == "openvino" and m["latency"]["runs"] == 10
     assert m["execution_precision"] == "f32", "the sidecar's inference precision is honoured"
-    missing = subprocess.run([sys.executable, "-m", "edgecompress.cli", "profile", str(out / "none.tflite")],
-                             capture_output=True, text=True, cwd=REPO)
+    missing = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", "profile", str(out / "none.tflite")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert missing.returncode == 2 and "artifact file not found" in missing.stderr

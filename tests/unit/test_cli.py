@@ -18,7 +18,9 @@ export: [{{format: tflite}}]
 
 
 def run_cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_validate_ok(write_recipe):
@@ -33,7 +35,9 @@ def test_validate_bad_key_is_one_line_exit_2(write_recipe):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"error: {path}:4: stages.0.ratoi: unknown key 'ratoi' (did you mean 'ratio'?)")
+    assert lines[0].startswith(
+        f"error: {path}:4: stages.0.ratoi: unknown key 'ratoi' (did you mean 'ratio'?)"
+    )
 
 
 def test_missing_recipe_exit_2(tmp_path):

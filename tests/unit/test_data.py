@@ -40,8 +40,11 @@ def test_splits_are_seeded_and_disjoint():
 
 
 def test_normalize_and_nhwc_and_rgb():
-    d = load_data(_spec(image_size=(8, 8), layout="NHWC", channels=3, normalize={"mean": [0.5], "std": [0.25]}),
-                  RECIPE, seed=0)
+    d = load_data(
+        _spec(image_size=(8, 8), layout="NHWC", channels=3, normalize={"mean": [0.5], "std": [0.25]}),
+        RECIPE,
+        seed=0,
+    )
     assert d.sample_shape == (8, 8, 3)
     assert d.train.x.min() >= -2.0 - 1e-6 and d.train.x.max() <= 2.0 + 1e-6
     assert d.describe()["mean"] == [0.5] and d.describe()["layout"] == "NHWC"
@@ -52,7 +55,9 @@ def test_npz_dataset(tmp_path):
     x = rng.integers(0, 255, size=(60, 12, 12), dtype=np.uint8)
     y = np.repeat(np.arange(3), 20)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    d = load_data(_spec(dataset="npz", path=str(tmp_path / "d.npz"), image_size=(12, 12)), tmp_path / "r.yaml", seed=0)
+    d = load_data(
+        _spec(dataset="npz", path=str(tmp_path / "d.npz"), image_size=(12, 12)), tmp_path / "r.yaml", seed=0
+    )
     assert d.num_classes == 3 and d.sample_shape == (1, 12, 12)
     assert d.train.x.max() <= 1.0
 

@@ -17,27 +17,60 @@ gates: {max_accuracy_drop: 0.01, max_size_kb: 10, max_latency_ms: {"desktop/tfli
 
 
 def _measurements(p50: float) -> Measurements:
-    lat = LatencyStats(runs=10, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50, std_ms=0.0, min_ms=p50, max_ms=p50)
-    return Measurements(device="desktop", runtime="litert", runtime_version="x", threads=2, load_ms=1.0,
-                        first_inference_ms=1.0, warmup_seconds=1.0, latency=lat, peak_rss_mb=50.0,
-                        baseline_rss_mb=40.0, file_size_bytes=1000, cpu_model="cpu", isa_flags=["avx2"],
-                        python_version="3.11")
+    lat = LatencyStats(
+        runs=10, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50, std_ms=0.0, min_ms=p50, max_ms=p50
+    )
+    return Measurements(
+        device="desktop",
+        runtime="litert",
+        runtime_version="x",
+        threads=2,
+        load_ms=1.0,
+        first_inference_ms=1.0,
+        warmup_seconds=1.0,
+        latency=lat,
+        peak_rss_mb=50.0,
+        baseline_rss_mb=40.0,
+        file_size_bytes=1000,
+        cpu_model="cpu",
+        isa_flags=["avx2"],
+        python_version="3.11",
+    )
 
 
 def _artifact(acc: float, agreement: float, size: int, p50: float) -> ArtifactResult:
-    return ArtifactResult(name="tflite-fp32", format="tflite", runtime="litert", precision="fp32",
-                          files=["tflite-fp32.tflite"], size_bytes=size,
-                          parity=Parity(n=100, accuracy=acc, agreement=agreement, max_abs_diff=1e-5, mean_abs_diff=1e-6,
-                                        execution_precision="f32"),
-                          measurements={"desktop": _measurements(p50)})
+    return ArtifactResult(
+        name="tflite-fp32",
+        format="tflite",
+        runtime="litert",
+        precision="fp32",
+        files=["tflite-fp32.tflite"],
+        size_bytes=size,
+        parity=Parity(
+            n=100,
+            accuracy=acc,
+            agreement=agreement,
+            max_abs_diff=1e-5,
+            mean_abs_diff=1e-6,
+            execution_precision="f32",
+        ),
+        measurements={"desktop": _measurements(p50)},
+    )
 
 
-REF = Step(name="baseline", stage_type=None, test_accuracy=0.98, val_accuracy=0.98, params=100, macs=1000, seconds=0)
+REF = Step(
+    name="baseline", stage_type=None, test_accuracy=0.98, val_accuracy=0.98, params=100, macs=1000, seconds=0
+)
 
 
 def test_all_gates_pass():
     gates = evaluate_gates(parse_recipe(RECIPE), [REF], REF, [_artifact(0.975, 1.0, 5 * 1024, 0.5)])
-    assert {g.gate for g in gates} == {"parity.min_agreement", "max_accuracy_drop", "max_size_kb", "max_latency_ms"}
+    assert {g.gate for g in gates} == {
+        "parity.min_agreement",
+        "max_accuracy_drop",
+        "max_size_kb",
+        "max_latency_ms",
+    }
     assert all(g.passed for g in gates)
 
 
@@ -51,12 +84,33 @@ def test_failing_gates_say_by_how_much():
 
 
 def test_report_markdown_and_table():
-    step = Step(name="0:prune", stage_type="prune", test_accuracy=0.97, val_accuracy=0.97, params=40, macs=400,
-                seconds=1.0, notes={"macs_before": 1000})
+    step = Step(
+        name="0:prune",
+        stage_type="prune",
+        test_accuracy=0.97,
+        val_accuracy=0.97,
+        params=40,
+        macs=400,
+        seconds=1.0,
+        notes={"macs_before": 1000},
+    )
     art = _artifact(0.97, 1.0, 2048, 0.4)
-    report = Report(edgecompress_version="0", recipe_name="g", recipe_hash="ab" * 32, created="now", seed=0,
-                    framework="torch", machine={"cpu_model": "cpu"}, versions={"torch": "2"}, data={"dataset": "digits"},
-                    steps=[REF, step], reference_step="baseline", artifacts=[art], gates=[], wall_seconds=3.0)
+    report = Report(
+        edgecompress_version="0",
+        recipe_name="g",
+        recipe_hash="ab" * 32,
+        created="now",
+        seed=0,
+        framework="torch",
+        machine={"cpu_model": "cpu"},
+        versions={"torch": "2"},
+        data={"dataset": "digits"},
+        steps=[REF, step],
+        reference_step="baseline",
+        artifacts=[art],
+        gates=[],
+        wall_seconds=3.0,
+    )
     md = report.to_markdown()
     assert "| 0:prune | 0.9700 | -1.00 pt | 400 | 2.50x fewer |" in md
     assert "| baseline (reference) | 0.9800 | +0.00 pt | 1,000 | — |" in md

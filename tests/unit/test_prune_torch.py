@@ -31,7 +31,9 @@ def _seeded() -> None:
 
 @pytest.fixture(scope="module")
 def digits() -> DataBundle:
-    recipe = parse_recipe(f"name: t\nmodel: {{source: {EXAMPLES}:tiny_cnn, input_shape: {SHAPE}}}\ndata: {{image_size: [16, 16]}}\n")
+    recipe = parse_recipe(
+        f"name: t\nmodel: {{source: {EXAMPLES}:tiny_cnn, input_shape: {SHAPE}}}\ndata: {{image_size: [16, 16]}}\n"
+    )
     return load_data(recipe.data, Path("recipe.yaml"), seed=0)
 
 
@@ -46,8 +48,12 @@ def make_ctx(digits, tmp_path):
         )
         recipe = parse_recipe(text)
         return RunContext(
-            recipe=recipe, recipe_path=tmp_path / "recipe.yaml", workdir=tmp_path, adapter=TorchAdapter(),
-            data=digits, ui=UI(verbosity=0),
+            recipe=recipe,
+            recipe_path=tmp_path / "recipe.yaml",
+            workdir=tmp_path,
+            adapter=TorchAdapter(),
+            data=digits,
+            ui=UI(verbosity=0),
         )
 
     return _make
@@ -119,8 +125,16 @@ def test_dead_channels_are_removed_exactly(make_ctx):
         reference = model(x)
     pruned = run(ctx, model, ratio=0.125)
     assert widths(pruned) == {
-        "stem.0": 7, "layer1.conv1.0": 7, "layer1.conv2.0": 7, "layer2.conv1.0": 14, "layer2.conv2.0": 14,
-        "layer2.shortcut.0": 14, "mix.depthwise.0": 14, "mix.pointwise.0": 7, "mix.branch.0": 7, "fc": 10,
+        "stem.0": 7,
+        "layer1.conv1.0": 7,
+        "layer1.conv2.0": 7,
+        "layer2.conv1.0": 14,
+        "layer2.conv2.0": 14,
+        "layer2.shortcut.0": 14,
+        "mix.depthwise.0": 14,
+        "mix.pointwise.0": 7,
+        "mix.branch.0": 7,
+        "fc": 10,
     }
     with torch.no_grad():
         assert torch.allclose(pruned(x), reference, atol=1e-5)
@@ -210,7 +224,9 @@ def test_taylor_ranks_by_gradients(make_ctx):
 
 
 def test_bn_scale_needs_batchnorm(make_ctx):
-    plain = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    plain = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    )
     with pytest.raises(ModelError, match="no BatchNorm"):
         run(make_ctx(), plain, ratio=0.5, criterion="bn_scale")
 

@@ -76,7 +76,9 @@ def test_ratio_outside_open_interval(ratio):
 
 
 def test_prune_needs_exactly_one_target():
-    assert "give one of ratio, macs_target" in _error(BASE + "stages:\n  - {type: prune, ratio: 0.5, macs_target: 0.5}\n")
+    assert "give one of ratio, macs_target" in _error(
+        BASE + "stages:\n  - {type: prune, ratio: 0.5, macs_target: 0.5}\n"
+    )
     assert "give a ratio" in _error(BASE + "stages:\n  - {type: prune}\n")
 
 
@@ -127,7 +129,9 @@ def test_load_recipe_missing_file(tmp_path):
 
 def test_missing_model_file_named_with_line(write_recipe):
     path = write_recipe(BASE.replace(str(EXAMPLES), "nowhere/models.py"))
-    with pytest.raises(RecipeError, match=r"recipe\.yaml:3: model\.source: file not found: nowhere/models\.py"):
+    with pytest.raises(
+        RecipeError, match=r"recipe\.yaml:3: model\.source: file not found: nowhere/models\.py"
+    ):
         load_recipe(path)
 
 
@@ -145,7 +149,9 @@ def test_int8_export_needs_quantize_stage(write_recipe):
 
 def test_unknown_device(write_recipe):
     path = write_recipe(BASE + "devices: [desktp]\n")
-    with pytest.raises(RecipeError, match=r"devices.0: no device named 'desktp' \(did you mean 'desktop'\?\)"):
+    with pytest.raises(
+        RecipeError, match=r"devices.0: no device named 'desktp' \(did you mean 'desktop'\?\)"
+    ):
         load_recipe(path)
 
 
@@ -162,7 +168,9 @@ def test_folder_dataset_needs_existing_path(write_recipe):
 
 
 def test_valid_recipe_passes_cross_checks(write_recipe):
-    path = write_recipe(BASE + "stages: [{type: prune, ratio: 0.3}, {type: distill, epochs: 1}]\n"
-                        "export: [{format: tflite}, {format: openvino, precision: fp16}]\n")
+    path = write_recipe(
+        BASE + "stages: [{type: prune, ratio: 0.3}, {type: distill, epochs: 1}]\n"
+        "export: [{format: tflite}, {format: openvino, precision: fp16}]\n"
+    )
     r = load_recipe(path)
     assert [s.type for s in r.stages] == ["prune", "distill"]

@@ -100,7 +100,9 @@ def test_python_entry_by_file_path(adapter, recipe_path):
 def test_fresh_weights_are_reproducible(adapter, recipe_path):
     state = torch.random.get_rng_state()
     a, b = tiny(adapter, recipe_path), tiny(adapter, recipe_path)
-    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is untouched
 
 
@@ -137,8 +139,7 @@ def test_missing_source_is_a_recipe_error(adapter, recipe_path, source, words):
 
 def test_factory_failures_are_model_errors(adapter, tmp_path):
     (tmp_path / "bad.py").write_text(
-        "def boom():\n    raise ValueError('width must be even')\n"
-        "def not_a_model():\n    return 42\n"
+        "def boom():\n    raise ValueError('width must be even')\ndef not_a_model():\n    return 42\n"
     )
     recipe = tmp_path / "recipe.yaml"
     with pytest.raises(ModelError, match="width must be even"):
@@ -221,8 +222,13 @@ def test_checkpoint_mismatch_names_file_and_keys(adapter, recipe_path, tmp_path)
         tiny(adapter, recipe_path, checkpoint=str(tmp_path / "wrong.pth"))
     message = str(err.value)
     assert "\n" not in message
-    assert all(w in message for w in ("wrong.pth", "missing 1 keys (fc.weight)", "unexpected 1 keys (head.weight)"))
-    torch.save(adapter.load(spec("models.py:tiny_cnn", kwargs={"num_classes": 4}), recipe_path).state_dict(), tmp_path / "shape.pth")
+    assert all(
+        w in message for w in ("wrong.pth", "missing 1 keys (fc.weight)", "unexpected 1 keys (head.weight)")
+    )
+    torch.save(
+        adapter.load(spec("models.py:tiny_cnn", kwargs={"num_classes": 4}), recipe_path).state_dict(),
+        tmp_path / "shape.pth",
+    )
     with pytest.raises(ModelError, match=r"shape\.pth.*size mismatch"):
         tiny(adapter, recipe_path, checkpoint=str(tmp_path / "shape.pth"))
     with pytest.raises(RecipeError, match=r"absent\.pth"):
@@ -240,7 +246,9 @@ class TupleOut(nn.Module):
 def test_check(adapter, recipe_path):
     adapter.check(tiny(adapter, recipe_path), SHAPE, 10)
     broken = nn.Sequential(nn.Flatten(), nn.Linear(100, 10))
-    with pytest.raises(ModelError, match=r"^model forward failed on input shape \[1, 1, 16, 16\]: RuntimeError"):
+    with pytest.raises(
+        ModelError, match=r"^model forward failed on input shape \[1, 1, 16, 16\]: RuntimeError"
+    ):
         adapter.check(broken, SHAPE, 10)
     with pytest.raises(ModelError, match=r"shape \[1, 7\].*got \[1, 10\]"):
         adapter.check(tiny(adapter, recipe_path), SHAPE, 7)
@@ -267,7 +275,10 @@ def test_layers(adapter, recipe_path):
     assert "concat" in layers["mix.branch.0"].note and "depthwise" in layers["mix.branch.0"].note
     assert layers["layer1.conv1.1"].note == "channels follow layer1.conv1.0"
     assert all(layer.prunable for name, layer in layers.items() if name != "fc")
-    assert layers["layer2.conv2.0"].macs == 9 * 16 * 16 * 4 * 4 and layers["layer2.conv2.0"].params == 9 * 16 * 16
+    assert (
+        layers["layer2.conv2.0"].macs == 9 * 16 * 16 * 4 * 4
+        and layers["layer2.conv2.0"].params == 9 * 16 * 16
+    )
 
 
 def test_copy_is_independent(adapter, recipe_path):
@@ -320,7 +331,13 @@ def test_fit_is_seeded(adapter, recipe_path, digits):
     for _ in range(2):
         torch.manual_seed(len(outs))  # whatever the global state, the same seed gives the same result
         model = tiny(adapter, recipe_path)
-        adapter.fit(model, digits, FitOptions(epochs=1, lr=2e-3, optimizer="sgd", schedule="constant"), seed=5, ui=RecordingUI())
+        adapter.fit(
+            model,
+            digits,
+            FitOptions(epochs=1, lr=2e-3, optimizer="sgd", schedule="constant"),
+            seed=5,
+            ui=RecordingUI(),
+        )
         outs.append(adapter.predict(model, digits.val.x))
     assert np.array_equal(outs[0], outs[1])
 
@@ -336,7 +353,9 @@ class ConstantTeacher(nn.Module):
 
 def test_distillation_follows_the_teacher(adapter, recipe_path, digits):
     student = tiny(adapter, recipe_path)
-    options = FitOptions(epochs=2, lr=5e-3, teacher=ConstantTeacher(), alpha=1.0, temperature=2.0, keep_best=False)
+    options = FitOptions(
+        epochs=2, lr=5e-3, teacher=ConstantTeacher(), alpha=1.0, temperature=2.0, keep_best=False
+    )
     adapter.fit(student, digits, options, seed=0, ui=RecordingUI())
     predictions = adapter.predict(student, digits.test.x).argmax(1)
     assert (predictions == 3).mean() > 0.95  # learnt from the teacher alone, not from the labels
@@ -350,15 +369,21 @@ def test_distillation_moves_student_toward_teacher(adapter, recipe_path, digits)
     def gap() -> float:
         t = torch.from_numpy(adapter.predict(teacher, digits.test.x) / 4.0)
         s = torch.from_numpy(adapter.predict(student, digits.test.x) / 4.0)
-        return float(nn.functional.kl_div(s.log_softmax(1), t.log_softmax(1), reduction="batchmean", log_target=True))
+        return float(
+            nn.functional.kl_div(s.log_softmax(1), t.log_softmax(1), reduction="batchmean", log_target=True)
+        )
 
     before = gap()
-    options = FitOptions(epochs=6, lr=5e-3, teacher=teacher, temperature=4.0, alpha=0.9, description="distill")
+    options = FitOptions(
+        epochs=6, lr=5e-3, teacher=teacher, temperature=4.0, alpha=0.9, description="distill"
+    )
     ui = RecordingUI()
     adapter.fit(student, digits, options, seed=0, ui=ui)
     assert gap() < before / 4, (gap(), before)
     assert ui.bars == [("distill", 6)]
-    agreement = (adapter.predict(student, digits.test.x).argmax(1) == adapter.predict(teacher, digits.test.x).argmax(1)).mean()
+    agreement = (
+        adapter.predict(student, digits.test.x).argmax(1) == adapter.predict(teacher, digits.test.x).argmax(1)
+    ).mean()
     assert agreement > 0.9, agreement
 
 
@@ -367,7 +392,9 @@ def test_keep_best(adapter, recipe_path, digits, keep_best):
     model = tiny(adapter, recipe_path)
     adapter.fit(model, digits, FitOptions(epochs=4, lr=5e-3), seed=0, ui=RecordingUI())
     # Distilling a good model from a teacher that always says '3' makes it worse with every epoch.
-    options = FitOptions(epochs=3, lr=3e-4, schedule="constant", teacher=ConstantTeacher(), alpha=1.0, keep_best=keep_best)
+    options = FitOptions(
+        epochs=3, lr=3e-4, schedule="constant", teacher=ConstantTeacher(), alpha=1.0, keep_best=keep_best
+    )
     ui = RecordingUI()
     adapter.fit(model, digits, options, seed=0, ui=ui)
     history = [f["val_acc"] for f in ui.fields]

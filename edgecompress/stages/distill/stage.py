@@ -16,12 +16,16 @@ class DistillConfig(StageConfig):
     type: Literal["distill"] = "distill"
     epochs: int = Field(default=10, gt=0, description="Passes over the training split.")
     lr: float = Field(default=1e-3, gt=0, description="Peak learning rate.")
-    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="adamw, or sgd with momentum 0.9.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="adamw, or sgd with momentum 0.9."
+    )
     weight_decay: float = Field(default=1e-4, ge=0, description="Decoupled weight decay.")
     schedule: Literal["cosine", "constant"] = Field(default="cosine", description="Learning-rate schedule.")
     temperature: float = Field(default=4.0, gt=0, description="Softmax temperature T of the soft targets.")
     alpha: float = Field(
-        default=0.9, ge=0, le=1,
+        default=0.9,
+        ge=0,
+        le=1,
         description="Weight of the KL term (scaled by T^2); 1 - alpha goes to the hard-label cross-entropy.",
     )
     teacher: str | None = Field(

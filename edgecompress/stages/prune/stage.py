@@ -17,7 +17,9 @@ class PruneConfig(StageConfig):
         "kept consistent across residual adds, concatenations, depthwise/grouped convs, BN and linear layers.",
     )
     ratio: float | None = Field(
-        default=None, gt=0, lt=1,
+        default=None,
+        gt=0,
+        lt=1,
         description="Fraction of channels removed from every prunable layer (uniform). MACs fall roughly "
         "by (1 - ratio)^2.",
     )
@@ -27,11 +29,15 @@ class PruneConfig(StageConfig):
         "and overrides `ratio` for that layer.",
     )
     macs_target: float | None = Field(
-        default=None, gt=0, lt=1,
+        default=None,
+        gt=0,
+        lt=1,
         description="Alternative to `ratio`: keep at most this fraction of the model's MACs (0.5 = half).",
     )
     params_target: float | None = Field(
-        default=None, gt=0, lt=1,
+        default=None,
+        gt=0,
+        lt=1,
         description="Alternative to `ratio`: keep at most this fraction of the model's parameters.",
     )
     global_ranking: bool = Field(

@@ -51,8 +51,12 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     layers = _layer_names(model)
     if not layers:
         raise ModelError("prune: the model has no conv or linear layers to prune")
-    if config.criterion == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ModelError("prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no BatchNorm; use l1, l2 or taylor")
+    if config.criterion == "bn_scale" and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        raise ModelError(
+            "prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no BatchNorm; use l1, l2 or taylor"
+        )
 
     ignored = list(_match(config.ignore, layers, "ignore"))
     if config.ignore_classifier:
@@ -60,14 +64,25 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         if classifier is not None and classifier not in ignored:
             ignored.append(classifier)
     assigned = _match(config.layer_ratios, layers, "layer_ratios")
-    layer_ratios = {pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios}
-    plan = _Plan(config, ctx, ignored, {p: (names, config.layer_ratios[p]) for p, names in layer_ratios.items() if names})
+    layer_ratios = {
+        pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios
+    }
+    plan = _Plan(
+        config,
+        ctx,
+        ignored,
+        {p: (names, config.layer_ratios[p]) for p, names in layer_ratios.items() if names},
+    )
 
     params_before, macs_before = count_params(model), count_macs(model, shape)
     channels_before = _out_channels(model)
     target = config.macs_target or config.params_target
     if target is not None:
-        measure = (lambda m: count_macs(m, shape) / macs_before) if config.macs_target else (lambda m: count_params(m) / params_before)
+        measure = (
+            (lambda m: count_macs(m, shape) / macs_before)
+            if config.macs_target
+            else (lambda m: count_params(m) / params_before)
+        )
         ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
     else:
         ratio = config.ratio or 0.0
@@ -82,7 +97,9 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     changed = {n: [c, after[n]] for n, c in channels_before.items() if n in after and after[n] != c}
     unchanged = [n for n in after if n not in changed and n not in ignored]
     if not changed:
-        ctx.ui.warn("prune: no channel was removed (every layer is ignored, too small, or below one round_to step)")
+        ctx.ui.warn(
+            "prune: no channel was removed (every layer is ignored, too small, or below one round_to step)"
+        )
     ctx.note("criterion", config.criterion)
     ctx.note("global_ranking", config.global_ranking)
     ctx.note("ratio", round(ratio, 4))
@@ -108,7 +125,11 @@ class _Plan:
     """Everything but the ratio: applies one pruning run to a model (in place)."""
 
     def __init__(
-        self, config: PruneConfig, ctx: RunContext, ignored: list[str], layer_ratios: dict[str, tuple[list[str], float]]
+        self,
+        config: PruneConfig,
+        ctx: RunContext,
+        ignored: list[str],
+        layer_ratios: dict[str, tuple[list[str], float]],
     ) -> None:
         self.config = config
         self.ctx = ctx
@@ -144,14 +165,18 @@ class _Plan:
                 round_to=config.round_to or 1,
             )
         except Exception as exc:
-            raise ModelError(f"prune: Torch-Pruning could not trace the model's dependency graph: {one_line(exc)}") from exc
+            raise ModelError(
+                f"prune: Torch-Pruning could not trace the model's dependency graph: {one_line(exc)}"
+            ) from exc
         for _ in range(config.iterative_steps):
             if config.criterion == "taylor":
                 self._accumulate_gradients(model)
             try:
                 pruner.step()
             except Exception as exc:
-                raise ModelError(f"prune: Torch-Pruning failed while removing channels: {one_line(exc)}") from exc
+                raise ModelError(
+                    f"prune: Torch-Pruning failed while removing channels: {one_line(exc)}"
+                ) from exc
         model.zero_grad(set_to_none=True)
         model.eval()
 
@@ -277,7 +302,9 @@ def _match(patterns: Any, names: list[str], key: str) -> dict[str, str]:
         hits = [n for n in names if _matches(pattern, n)]
         if not hits:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise RecipeError(f"prune.{key}: '{pattern}' matches no conv or linear layer; the layers are: {shown}")
+            raise RecipeError(
+                f"prune.{key}: '{pattern}' matches no conv or linear layer; the layers are: {shown}"
+            )
         for n in hits:
             found.setdefault(n, pattern)
     return found

@@ -16,10 +16,14 @@ class TrainConfig(StageConfig):
     type: Literal["train"] = "train"
     epochs: int = Field(default=15, gt=0, description="Passes over the training split.")
     lr: float = Field(default=2e-3, gt=0, description="Peak learning rate.")
-    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="adamw, or sgd with momentum 0.9.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="adamw, or sgd with momentum 0.9."
+    )
     weight_decay: float = Field(default=5e-4, ge=0, description="Decoupled weight decay.")
     schedule: Literal["cosine", "constant"] = Field(default="cosine", description="Learning-rate schedule.")
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy."
+    )
     keep_best: bool = Field(default=True, description="Keep the weights with the best validation accuracy.")
 
 
