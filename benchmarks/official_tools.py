@@ -61,112 +61,15 @@ BIN = Path(sys.executable).parent
 # ------------------------------------------------------------------------------------------- models
 
 
-def _conv_bn(
-    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU6
-):
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if act is not None:
-        layers.append(act())
-    return nn.Sequential(*layers)
+sys.path.insert(0, str(ROOT / "examples"))
+from architectures import mobilenet_v2, resnet18  # noqa: E402
 
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        layers = [_conv_bn(cin, hidden, 1)] if expand != 1 else []
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden), _conv_bn(hidden, cout, 1, act=None)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x) if self.residual else self.block(x)
-
-
-class MobileNetV2(nn.Module):
-    """MobileNetV2 width 1.0 (Sandler et al. 2018), 1000 classes: about 300 M MACs at 224x224."""
-
-    SETTINGS = (
-        (1, 16, 1, 1),
-        (6, 24, 2, 2),
-        (6, 32, 3, 2),
-        (6, 64, 4, 2),
-        (6, 96, 3, 1),
-        (6, 160, 3, 2),
-        (6, 320, 1, 1),
-    )
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
-        cin = 32
-        for expand, cout, repeats, stride in self.SETTINGS:
-            for i in range(repeats):
-                layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
-                cin = cout
-        layers.append(_conv_bn(cin, 1280, 1))
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(1280, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean((2, 3)))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            _conv_bn(cin, cout, 3, stride, act=nn.ReLU), _conv_bn(cout, cout, 3, act=None)
-        )
-        self.shortcut = (
-            _conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.body(x) + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    """ResNet-18 (He et al. 2016), 1000 classes: about 1.8 G MACs at 224x224."""
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [_conv_bn(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
-        cin = 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
-            cin = cout
-        self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean((2, 3)))
-
-
-MODELS = {"mobilenet_v2_224": MobileNetV2, "resnet18_224": ResNet18}
+MODELS = {"mobilenet_v2_224": mobilenet_v2, "resnet18_224": resnet18}
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of the convolutions and linear layers for one forward pass."""
-    total = 0
-
-    def hook(module: nn.Module, _inp: object, out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            total += out.numel() * (module.in_channels // module.groups) * k
-        elif isinstance(module, nn.Linear):
-            total += out.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return total
+    """MACs of one forward pass, counted the way every edgecompress report counts them."""
+    return FRAMEWORKS.get("torch")().stats(model, list(x.shape)).macs
 
 
 # ------------------------------------------------------------------------------------------- export
