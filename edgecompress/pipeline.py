@@ -12,19 +12,58 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from edgecompress.console import UI
 from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
 from edgecompress.errors import GateFailed, RecipeError
-from edgecompress.recipe import Recipe, load_recipe
+from edgecompress.recipe import ExportSpec, Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES
-from edgecompress.report import ArtifactResult, GateResult, Report, Step
+from edgecompress.report import ArtifactResult, CrossRuntime, GateResult, Report, Step
 from edgecompress.specs import DeviceProfile, load_device
+
+
+@dataclass(frozen=True)
+class _Models:
+    float_model: Any  # the model before `quantize` (the final model when there is none)
+    final: Any
+
+
+@dataclass(frozen=True)
+class _Exported:
+    artifact: Any
+    parity: Any
+    logits: np.ndarray
+    role: str
+
+
+def _twins(recipe: Recipe) -> list[ExportSpec]:
+    """An fp32 export per format that has int8 but no fp32 artifact: int8 speed is only news next to it."""
+    formats = {e.format for e in recipe.export if e.precision == "int8"}
+    have = {e.format for e in recipe.export if e.precision == "fp32"}
+    names = {e.artifact_name for e in recipe.export}
+    return [
+        ExportSpec(format=fmt, precision="fp32", name=f"{fmt}-fp32-twin")
+        for fmt in sorted(formats - have)
+        if f"{fmt}-fp32-twin" not in names
+    ]
+
+
+def cross_runtime_agreement(exported: list[_Exported]) -> list[CrossRuntime]:
+    """Top-1 agreement between artifacts of the same precision on different runtimes, on the test split."""
+    out = []
+    for i, a in enumerate(exported):
+        for b in exported[i + 1 :]:
+            if a.artifact.precision == b.artifact.precision and a.artifact.runtime != b.artifact.runtime:
+                agreement = float((a.logits.argmax(1) == b.logits.argmax(1)).mean())
+                out.append(CrossRuntime(a=a.artifact.name, b=b.artifact.name, agreement=agreement))
+    return out
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -39,7 +78,11 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 
 def evaluate_gates(
-    recipe: Recipe, report_steps: list[Step], reference: Step, artifacts: list[ArtifactResult]
+    recipe: Recipe,
+    report_steps: list[Step],
+    reference: Step,
+    artifacts: list[ArtifactResult],
+    cross_runtime: list[CrossRuntime] = (),  # type: ignore[assignment]
 ) -> list[GateResult]:
     """Every gate in the recipe, plus the parity threshold, checked against measured values."""
     gates = recipe.gates
@@ -54,6 +97,8 @@ def evaluate_gates(
                 passed=a.parity.agreement >= recipe.parity.min_agreement,
             )
         )
+        if a.role != "export":  # fp32 twins exist for the speedup figure; only their parity is gated
+            continue
         if gates.max_accuracy_drop is not None:
             drop = reference.test_accuracy - a.parity.accuracy
             out.append(
@@ -99,6 +144,16 @@ def evaluate_gates(
                             passed=m.latency.p50_ms <= limit,
                         )
                     )
+    for c in cross_runtime:
+        out.append(
+            GateResult(
+                gate="parity.min_agreement",
+                subject=f"{c.a} vs {c.b}",
+                limit=recipe.parity.min_agreement,
+                value=c.agreement,
+                passed=c.agreement >= recipe.parity.min_agreement,
+            )
+        )
     if not artifacts and gates.max_accuracy_drop is not None:
         last = report_steps[-1]
         drop = reference.test_accuracy - last.test_accuracy
@@ -147,10 +202,104 @@ class _Build:
         )
         return step
 
+    def _run_stages(self, ctx: Any, model: Any) -> tuple[list[Step], str, _Models]:
+        """Every stage in order; returns the steps, the reference step's name and the float/final models."""
+        steps = [self._step(ctx, model, "baseline", None, 0.0, {})]
+        reference = steps[0].name
+        float_model = model
+        for i, config in enumerate(self.recipe.stages):
+            stage = STAGES.get(config.type)(config)
+            if stage.compresses and ctx.teacher is None:
+                ctx.teacher = ctx.adapter.copy(model)
+                reference = steps[-1].name
+            ctx.current_stage = i
+            self.ui.info(f"[bold]stage {i}: {config.type}[/bold]")
+            t = time.perf_counter()
+            model = stage.apply(model, ctx)
+            if config.type != "quantize":
+                float_model = model
+            name = f"{i}:{config.type}"
+            steps.append(
+                self._step(ctx, model, name, config.type, time.perf_counter() - t, ctx.notes.get(i, {}))
+            )
+        if ctx.teacher is None:
+            reference = steps[-1].name
+        return steps, reference, _Models(float_model=float_model, final=model)
+
+    def _export_all(self, ctx: Any, models: _Models, devices: list[DeviceProfile]) -> list[_Exported]:
+        """Export every artifact (plus fp32 twins of int8 ones) and check it on its runtime.
+
+        int8 artifacts come from the quantized model; float ones from the model before `quantize` — the fp32
+        export "of the same model" the int8 speedup is measured against.
+        """
+        from edgecompress.exporters.parity import compare_logits, run_artifact
+
+        adapter, data, ui = ctx.adapter, ctx.data, self.ui
+        threads = self.recipe.profile.threads or (devices[0].threads if devices else 2)
+        references: dict[int, np.ndarray] = {}
+        exported: list[_Exported] = []
+        for spec, role in [(s, "export") for s in self.recipe.export] + [
+            (s, "fp32-twin") for s in _twins(self.recipe)
+        ]:
+            source = models.final if spec.precision == "int8" else models.float_model
+            if id(source) not in references:
+                references[id(source)] = adapter.predict(source, data.test.x)
+            reference = references[id(source)]
+            ui.info(
+                f"[bold]export {spec.artifact_name}[/bold]"
+                + (" (fp32 twin for the int8 speedup)" if role != "export" else "")
+            )
+            artifact = EXPORTERS.get(spec.format)().export(source, spec, ctx, self.tmp)
+            out = run_artifact(artifact, data.test.x, num_outputs=reference.shape[1], threads=threads, ui=ui)
+            parity = compare_logits(
+                out.logits, reference, data.test.y, execution_precision=out.execution_precision
+            )
+            ui.info(
+                f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f} "
+                f"with the {'quantized' if source is models.final and spec.precision == 'int8' else 'float'} torch "
+                f"model, max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB"
+            )
+            exported.append(_Exported(artifact, parity, out.logits, role))
+        return exported
+
+    def _profile_all(self, exported: list[_Exported], devices: list[DeviceProfile]) -> list[ArtifactResult]:
+        artifacts = []
+        for item in exported:
+            artifact = item.artifact
+            measurements = {}
+            for device in devices if self.profile else []:
+                if artifact.runtime not in device.runtimes:
+                    self.ui.warn(
+                        f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
+                    )
+                    continue
+                runner = RUNNERS.get(device.connection.runner)()
+                self.ui.info(f"profiling {artifact.name} on {device.name}")
+                measurements[device.name] = runner.run(
+                    artifact,
+                    device,
+                    runs=self.recipe.profile.runs,
+                    warmup_seconds=self.recipe.profile.warmup_seconds,
+                    threads=self.recipe.profile.threads or device.threads,
+                )
+            artifacts.append(
+                ArtifactResult(
+                    name=artifact.name,
+                    format=artifact.format,
+                    runtime=artifact.runtime,
+                    precision=artifact.precision,
+                    role=item.role,
+                    files=[str(Path(f).relative_to(self.tmp)) for f in artifact.files],
+                    size_bytes=artifact.size_bytes,
+                    parity=item.parity,
+                    measurements=measurements,
+                )
+            )
+        return artifacts
+
     def run(self, devices: list[DeviceProfile]) -> Report:
         from edgecompress.context import RunContext
         from edgecompress.data import load_data
-        from edgecompress.exporters.parity import check_parity
 
         t0 = time.perf_counter()
         recipe, ui = self.recipe, self.ui
@@ -169,76 +318,11 @@ class _Build:
         ctx = RunContext(
             recipe=recipe, recipe_path=self.recipe_path, workdir=self.tmp, adapter=adapter, data=data, ui=ui
         )
-        steps = [self._step(ctx, model, "baseline", None, 0.0, {})]
-        reference = steps[0].name
-        for i, config in enumerate(recipe.stages):
-            stage = STAGES.get(config.type)(config)
-            if stage.compresses and ctx.teacher is None:
-                ctx.teacher = adapter.copy(model)
-                reference = steps[-1].name
-            ctx.current_stage = i
-            ui.info(f"[bold]stage {i}: {config.type}[/bold]")
-            t = time.perf_counter()
-            model = stage.apply(model, ctx)
-            steps.append(
-                self._step(
-                    ctx,
-                    model,
-                    f"{i}:{config.type}",
-                    config.type,
-                    time.perf_counter() - t,
-                    ctx.notes.get(i, {}),
-                )
-            )
-        if ctx.teacher is None:
-            reference = steps[-1].name
-        adapter.save(model, self.tmp / "model.pt2", list(recipe.model.input_shape))
-
-        artifacts: list[ArtifactResult] = []
-        ref_logits = adapter.predict(model, data.test.x) if recipe.export else None
-        threads = recipe.profile.threads or (devices[0].threads if devices else 2)
-        exported = []
-        for spec in recipe.export:
-            exporter = EXPORTERS.get(spec.format)()
-            ui.info(f"[bold]export {spec.artifact_name}[/bold]")
-            artifact = exporter.export(model, spec, ctx, self.tmp)
-            parity = check_parity(artifact, data.test.x, ref_logits, data.test.y, threads=threads, ui=ui)
-            ui.info(
-                f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f}, "
-                f"max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB"
-            )
-            exported.append((artifact, parity))
-
-        for artifact, parity in exported:
-            measurements = {}
-            for device in devices if self.profile else []:
-                if artifact.runtime not in device.runtimes:
-                    ui.warn(
-                        f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
-                    )
-                    continue
-                runner = RUNNERS.get(device.connection.runner)()
-                ui.info(f"profiling {artifact.name} on {device.name}")
-                measurements[device.name] = runner.run(
-                    artifact,
-                    device,
-                    runs=recipe.profile.runs,
-                    warmup_seconds=recipe.profile.warmup_seconds,
-                    threads=recipe.profile.threads or device.threads,
-                )
-            artifacts.append(
-                ArtifactResult(
-                    name=artifact.name,
-                    format=artifact.format,
-                    runtime=artifact.runtime,
-                    precision=artifact.precision,
-                    files=[str(Path(f).relative_to(self.tmp)) for f in artifact.files],
-                    size_bytes=artifact.size_bytes,
-                    parity=parity,
-                    measurements=measurements,
-                )
-            )
-
+        steps, reference, models = self._run_stages(ctx, model)
+        adapter.save(models.final, self.tmp / "model.pt2", list(recipe.model.input_shape))
+        exported = self._export_all(ctx, models, devices)
+        artifacts = self._profile_all(exported, devices)
+        cross = cross_runtime_agreement(exported)
         ref_step = next(s for s in steps if s.name == reference)
         return Report(
             edgecompress_version=package_versions("edgecompress").get("edgecompress", "unknown"),
@@ -261,7 +345,8 @@ class _Build:
             steps=steps,
             reference_step=reference,
             artifacts=artifacts,
-            gates=evaluate_gates(recipe, steps, ref_step, artifacts),
+            cross_runtime=cross,
+            gates=evaluate_gates(recipe, steps, ref_step, artifacts, cross),
             wall_seconds=time.perf_counter() - t0,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,12 +32,25 @@ class ArtifactResult(BaseModel):
     format: str
     runtime: str
     precision: str
+    role: Literal["export", "fp32-twin"] = Field(
+        default="export",
+        description="'fp32-twin': an fp32 export the recipe did not ask for, made to measure its int8 speedup.",
+    )
     files: list[str] = Field(description="Paths relative to the output directory.")
     size_bytes: int
     parity: Parity
     measurements: dict[str, Measurements] = Field(
         default_factory=dict, description="Device name -> measurements."
     )
+
+
+class CrossRuntime(BaseModel):
+    """Two artifacts of the same precision on different runtimes, compared with each other."""
+
+    model_config = ConfigDict(frozen=True)
+    a: str
+    b: str
+    agreement: float = Field(description="Share of test images where both give the same top-1 class.")
 
 
 class GateResult(BaseModel):
@@ -71,6 +84,7 @@ class Report(BaseModel):
         "the first compressing stage (or the last step when no stage compresses)."
     )
     artifacts: list[ArtifactResult]
+    cross_runtime: list[CrossRuntime] = Field(default_factory=list)
     gates: list[GateResult]
     wall_seconds: float
 
@@ -132,9 +146,15 @@ class Report(BaseModel):
         ]
         for a in self.artifacts:
             out.append(
-                f"| {a.name} | {a.runtime} | {a.parity.execution_precision} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
+                f"| {a.name}{' (fp32 twin)' if a.role != 'export' else ''} | {a.runtime} | {a.parity.execution_precision} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
                 f"{a.parity.agreement:.4f} | {a.parity.max_abs_diff:.2e} |"
             )
+        if self.cross_runtime:
+            out += [
+                "",
+                "Same precision, different runtimes (top-1 agreement on the test split): "
+                + "; ".join(f"{c.a} vs {c.b}: {c.agreement:.4f}" for c in self.cross_runtime),
+            ]
         rows = [(a, d, m) for a in self.artifacts for d, m in a.measurements.items()]
         if rows:
             out += [

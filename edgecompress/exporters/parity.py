@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,27 +28,25 @@ class ParityResult(BaseModel):
     execution_precision: str = Field(description="Precision the runtime computed in (e.g. f32, bf16).")
 
 
-def check_parity(
-    artifact: Artifact,
-    x: np.ndarray,
-    reference_logits: np.ndarray,
-    labels: np.ndarray,
-    *,
-    threads: int,
-    ui: UI,
-) -> ParityResult:
-    """Run `artifact` in this process on its runtime, one image per call (the exports have a batch-1 input),
-    and compare its logits with `reference_logits` (the framework model on the same `x`).
+@dataclass(frozen=True)
+class ArtifactOutputs:
+    """An artifact's logits for a batch of images, and the precision its runtime computed in."""
 
-    ExportError if the artifact cannot be loaded or run, or its outputs do not match the reference's shape.
+    logits: np.ndarray
+    execution_precision: str
+
+
+def run_artifact(
+    artifact: Artifact, x: np.ndarray, *, num_outputs: int, threads: int, ui: UI
+) -> ArtifactOutputs:
+    """Run `artifact` in this process on its runtime, one image per call (the exports have a batch-1 input).
+
+    ExportError if the artifact cannot be loaded or run, or gives other than `num_outputs` values per image.
     """
     from edgecompress.runtimes.sessions import open_session
 
-    if not (len(x) == len(reference_logits) == len(labels)) or len(x) == 0:
-        raise ExportError(
-            f"{artifact.name}: parity needs as many images, reference logits and labels (got {len(x)}, "
-            f"{len(reference_logits)}, {len(labels)}), and at least one"
-        )
+    if len(x) == 0:
+        raise ExportError(f"{artifact.name}: no images to run it on")
     try:
         with native_stderr_captured(ui):
             session = open_session(
@@ -64,8 +63,7 @@ def check_parity(
         raise ExportError(
             f"{artifact.name}: artifact input {session.input_shape} does not take images of {list(x.shape[1:])} one at a time"
         )
-    reference = np.asarray(reference_logits, dtype=np.float32).reshape(len(x), -1)
-    logits = np.empty_like(reference)
+    logits = np.empty((len(x), num_outputs), dtype=np.float32)
     with ui.progress(f"parity {artifact.name}", total=len(x)) as task:
         for i in range(len(x)):
             try:
@@ -74,21 +72,51 @@ def check_parity(
                 raise ExportError(
                     f"{artifact.name}: inference on {artifact.runtime} failed: {first_line(exc)}"
                 ) from exc
-            if out.size != reference.shape[1]:  # one row of logits per image
+            if out.size != num_outputs:  # one row of logits per image
                 raise ExportError(
-                    f"{artifact.name}: artifact output {list(out.shape)} does not match the model's "
-                    f"{[1, *reference.shape[1:]]}"
+                    f"{artifact.name}: artifact output {list(out.shape)} does not match the model's [1, {num_outputs}]"
                 )
             logits[i] = out.reshape(-1)
             if i % 16 == 15 or i == len(x) - 1:
                 task.advance(i % 16 + 1)
+    return ArtifactOutputs(logits=logits, execution_precision=session.execution_precision)
+
+
+def compare_logits(
+    logits: np.ndarray, reference_logits: np.ndarray, labels: np.ndarray, *, execution_precision: str
+) -> ParityResult:
+    """Accuracy of `logits` and their top-1 agreement / absolute differences against `reference_logits`."""
+    reference = np.asarray(reference_logits, dtype=np.float32).reshape(len(logits), -1)
     diff = np.abs(logits - reference)
     top1 = logits.argmax(1)
     return ParityResult(
-        n=len(x),
+        n=len(logits),
         accuracy=float((top1 == np.asarray(labels)).mean()),
         agreement=float((top1 == reference.argmax(1)).mean()),
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
-        execution_precision=session.execution_precision,
+        execution_precision=execution_precision,
     )
+
+
+def check_parity(
+    artifact: Artifact,
+    x: np.ndarray,
+    reference_logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    threads: int,
+    ui: UI,
+) -> ParityResult:
+    """Run `artifact` on its runtime over `x` and compare with `reference_logits` (the framework model on x).
+
+    ExportError if the artifact cannot be loaded or run, or its outputs do not match the reference's shape.
+    """
+    if not (len(x) == len(reference_logits) == len(labels)) or len(x) == 0:
+        raise ExportError(
+            f"{artifact.name}: parity needs as many images, reference logits and labels (got {len(x)}, "
+            f"{len(reference_logits)}, {len(labels)}), and at least one"
+        )
+    reference = np.asarray(reference_logits, dtype=np.float32).reshape(len(x), -1)
+    out = run_artifact(artifact, x, num_outputs=reference.shape[1], threads=threads, ui=ui)
+    return compare_logits(out.logits, reference, labels, execution_precision=out.execution_precision)

@@ -117,3 +117,45 @@ def test_report_markdown_and_table():
     assert "| desktop | tflite-fp32 | 2 | 0.400 |" in md
     assert Report.model_validate_json(report.model_dump_json()) == report
     assert summary_table(report).row_count == 3
+
+
+def test_fp32_twins_only_for_int8_formats_without_fp32():
+    from edgecompress.pipeline import _twins
+
+    recipe = parse_recipe(
+        RECIPE.replace(
+            "export: [{format: tflite}]",
+            "export: [{format: tflite, precision: int8}, {format: openvino, precision: int8}, {format: openvino}]",
+        ).replace('"desktop/tflite-*"', '"desktop/*"')
+    )
+    assert [t.artifact_name for t in _twins(recipe)] == ["tflite-fp32-twin"]
+
+
+def test_cross_runtime_agreement_pairs_same_precision_only():
+    import numpy as np
+
+    from edgecompress.pipeline import _Exported, cross_runtime_agreement
+
+    class _A:
+        def __init__(self, name, runtime, precision):
+            self.name, self.runtime, self.precision = name, runtime, precision
+
+    logits = np.eye(4, dtype=np.float32)
+    flipped = logits.copy()
+    flipped[0] = [0, 1, 0, 0]
+    exported = [
+        _Exported(_A("tflite-int8", "litert", "int8"), None, logits, "export"),
+        _Exported(_A("openvino-int8", "openvino", "int8"), None, flipped, "export"),
+        _Exported(_A("openvino-fp32", "openvino", "fp32"), None, logits, "export"),
+    ]
+    (pair,) = cross_runtime_agreement(exported)
+    assert (pair.a, pair.b, pair.agreement) == ("tflite-int8", "openvino-int8", 0.75)
+    gates = evaluate_gates(parse_recipe(RECIPE), [REF], REF, [], [pair])
+    cross = [(g.subject, g.passed) for g in gates if g.gate == "parity.min_agreement"]
+    assert cross == [("tflite-int8 vs openvino-int8", False)]
+
+
+def test_twins_are_only_parity_gated():
+    twin = _artifact(0.5, 1.0, 50 * 1024, 5.0).model_copy(update={"role": "fp32-twin"})
+    gates = evaluate_gates(parse_recipe(RECIPE), [REF], REF, [twin])
+    assert [g.gate for g in gates] == ["parity.min_agreement"]
