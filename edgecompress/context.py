@@ -25,6 +25,8 @@ class RunContext:
     #: Facts a stage wants in the report (e.g. per-layer channel counts), keyed by stage index.
     notes: dict[int, dict[str, Any]] = field(default_factory=dict)
     current_stage: int = -1
+    #: Set by the `quantize` stage: what an int8 exporter needs to lower the quantized model (backend-defined).
+    quantization: Any = None
 
     @property
     def framework(self) -> str:

@@ -434,7 +434,10 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
     has_quantize = any(s.type == "quantize" for s in recipe.stages)
     if has_quantize and recipe.stages[-1].type != "quantize":
         index = next(i for i, s in enumerate(recipe.stages) if s.type == "quantize")
-        raise fail(("stages", index, "type"), "quantize must be the last stage (later stages would train a quantized graph)")
+        raise fail(
+            ("stages", index, "type"),
+            "quantize must be the last stage (later stages would train a quantized graph)",
+        )
     for i, spec in enumerate(recipe.export):
         exporter = EXPORTERS.get(spec.format)
         if framework not in exporter.backends:

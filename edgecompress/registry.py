@@ -97,6 +97,7 @@ STAGES: Registry[Any] = Registry(
         "train": "edgecompress.stages.train.stage:TrainStage",
         "prune": "edgecompress.stages.prune.stage:PruneStage",
         "distill": "edgecompress.stages.distill.stage:DistillStage",
+        "quantize": "edgecompress.stages.quantize.stage:QuantizeStage",
     },
 )
 FRAMEWORKS: Registry[Any] = Registry(

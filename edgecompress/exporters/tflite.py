@@ -4,7 +4,12 @@
 export:
   - {format: tflite, precision: fp32}   # tflite-fp32.tflite + tflite-fp32.json
   - {format: tflite, precision: fp16}   # weights stored as float16, computed in float32
+  - {format: tflite, precision: int8}   # the `quantize` stage's int8 model; needs that stage
 ```
+
+int8 lowers the quantized graph to int8 TFLite ops (int8 weights per channel, int8 activations per tensor,
+XNNPACK's int8 kernels) with float32 input and output: a QUANTIZE op in front and a DEQUANTIZE op behind, as
+TensorFlow's converter does, so the artifact is fed like the float ones.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from edgecompress.exporters.base import Exporter
 
 
 class TFLiteExporter(Exporter):
-    """Torch models go through litert-torch; fp16 casts the weights with ai-edge-quantizer afterwards."""
+    """Torch models go through litert-torch; fp16 casts the weights with ai-edge-quantizer afterwards; int8
+    hands litert-torch the quantize stage's QuantConfig."""
 
     name: ClassVar[str] = "tflite"
     runtime: ClassVar[str] = "litert"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.exporters.torch_backend:export_tflite"}

@@ -4,6 +4,12 @@ Both go through torch.export on a real batch-1 test image, so both accept the sa
 `torch.export` can capture) and the artifacts have a fixed batch-1 input of the recipe's shape and layout. (Handing the module itself to `ov.convert_model` would fall
 back to TorchScript tracing, which silently bakes data-dependent branches into the graph.) A model that
 is already TorchScript goes to OpenVINO as it is; litert-torch cannot read TorchScript.
+
+int8 exports lower the model the `quantize` stage made (a PT2E graph of float ops between int8
+quantize/dequantize pairs, `ctx.quantization` set): litert-torch turns the pairs into int8 TFLite ops
+(its `QuantConfig` with the stage's PT2EQuantizer selects STATIC q/dq lowering) and OpenVINO reads them as
+FakeQuantize ops, which its CPU plugin runs as int8 kernels. Both use the same scales. Float exports of a
+quantized build take the model from before the quantize stage (the pipeline passes it).
 """
 
 from __future__ import annotations
@@ -42,6 +48,30 @@ def _sample(ctx: RunContext) -> Any:
     if list(x.shape) != shape:
         x = np.zeros(shape, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _checked_source(model: Any, spec: ExportSpec, ctx: RunContext) -> Any:
+    """The quantization an int8 export lowers (None for float exports); ExportError when the model does not
+    fit the precision: int8 needs the quantize stage's model, float precisions a float model."""
+    quantized = _is_quantized(model)
+    if spec.precision == "int8":
+        if ctx.quantization is None or not quantized:
+            raise ExportError(
+                f"{spec.artifact_name}: int8 export needs a 'quantize' stage before it (the model is float)"
+            )
+        return ctx.quantization
+    if quantized:
+        raise ExportError(
+            f"{spec.artifact_name}: {spec.precision} export of a quantized model; export the model from before "
+            "the quantize stage (the pipeline does), or ask for int8"
+        )
+    return None
+
+
+def _is_quantized(model: Any) -> bool:
+    from edgecompress.stages.quantize.torch_backend import PT2EModule
+
+    return isinstance(model, PT2EModule)
 
 
 def _is_torchscript(model: Any) -> bool:
@@ -117,10 +147,19 @@ def _tflite_io(path: Path) -> tuple[dict[str, Any], int]:
     return io, sum(dtype == "float16" for dtype in session.tensor_dtypes().values())
 
 
+def _int8_scheme() -> str:
+    from edgecompress.stages.quantize.stage import ACTIVATION_SCHEME, WEIGHT_SCHEME
+
+    return f"weights {WEIGHT_SCHEME}, activations {ACTIVATION_SCHEME}"
+
+
 def export_tflite(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) -> Artifact:
-    """Torch module -> `<out_dir>/<name>.tflite` (+ `<name>.json`) via litert-torch; fp16 casts weights after."""
+    """Torch module -> `<out_dir>/<name>.tflite` (+ `<name>.json`) via litert-torch; fp16 casts weights after;
+    int8 lowers the quantized graph to int8 ops behind a float32 interface."""
     check_request(spec, precisions=TFLiteExporter.precisions)
     name = spec.artifact_name
+    quantization = _checked_source(model, spec, ctx)
+    notes: dict[str, Any] = {}
     if _is_torchscript(model):
         raise ExportError(
             f"{name}: litert-torch cannot convert TorchScript models (it needs torch.export); give the model as a "
@@ -129,7 +168,7 @@ def export_tflite(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.tflite"
     converter = package_versions("torch", "litert-torch", "litert-converter")
-    with ctx.ui.progress(f"export {name}", total=3 if spec.precision == "fp16" else 2) as task:
+    with ctx.ui.progress(f"export {name}", total=2 if spec.precision == "fp32" else 3) as task:
         with (
             converting(name, "litert-torch conversion", ui=ctx.ui),
             _inference_mode(model) as m,
@@ -137,9 +176,27 @@ def export_tflite(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) 
         ):
             import litert_torch
 
-            content = litert_torch.convert(m, (_sample(ctx),)).model_content()
+            quant_config = quantization.quant_config if quantization is not None else None
+            content = litert_torch.convert(m, (_sample(ctx),), quant_config=quant_config).model_content()
         task.advance()
-        notes: dict[str, Any] = {}
+        if spec.precision == "int8":
+            from edgecompress.exporters.tflite_int8 import float_interface, weight_dtypes
+
+            with converting(name, "float32 interface for the int8 model", ui=ctx.ui):
+                content, wrapped = float_interface(content)
+                weights = weight_dtypes(content)
+            if not weights.get("INT8"):
+                raise ExportError(
+                    f"{name}: litert-torch wrote no int8 weights (weight tensors: {weights or 'none'}); "
+                    "the quantized graph was not lowered to int8 ops"
+                )
+            notes["int8"] = (
+                f"{weights['INT8']} int8 weight tensors ({_int8_scheme()}); "
+                f"{sum(weights.values()) - weights['INT8']} float weight tensors (layers kept float: "
+                f"{', '.join(quantization.float_layers) or 'none'}); float32 input/output"
+                + (" through QUANTIZE/DEQUANTIZE ops" if wrapped else "")
+            )
+            task.advance()
         if spec.precision == "fp16":
             with converting(name, "float16 weight cast (ai-edge-quantizer)", ui=ctx.ui):
                 content = float16_weights(content)
@@ -168,11 +225,14 @@ def export_tflite(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) 
 
 
 def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) -> Artifact:
-    """Torch module -> `<out_dir>/<name>.xml/.bin` (+ `<name>.json`); fp16 compresses the weights on save."""
+    """Torch module -> `<out_dir>/<name>.xml/.bin` (+ `<name>.json`); fp16 compresses the weights on save;
+    int8 converts the quantized graph, whose quantize/dequantize pairs become FakeQuantize ops."""
     check_request(spec, precisions=OpenVINOExporter.precisions, options=tuple(OpenVINOExporter.options))
     requested = spec.options.get("inference_precision", "f32")
     inference_precision = None if requested == "auto" else requested
     name = spec.artifact_name
+    _checked_source(model, spec, ctx)
+    notes: dict[str, Any] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     xml = out_dir / f"{name}.xml"
     with ctx.ui.progress(f"export {name}", total=2) as task:
@@ -193,6 +253,17 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
             ov_model = ov.convert_model(source, input=[ov.PartialShape(list(sample.shape))], **kwargs)
+            if spec.precision == "int8":
+                fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
+                if not fake_quantize:
+                    raise ExportError(
+                        f"{name}: OpenVINO read no FakeQuantize op from the quantized graph; it would run in float"
+                    )
+                notes["int8"] = (
+                    f"{fake_quantize} FakeQuantize ops carrying the quantize stage's scales ({_int8_scheme()}); "
+                    "the CPU plugin runs the quantized convolutions/matmuls as int8 kernels and the remaining "
+                    f"float ops in the INFERENCE_PRECISION_HINT ({inference_precision or 'plugin default'})"
+                )
         task.advance()
         with converting(name, "saving the OpenVINO IR", ui=ctx.ui):
             ov.save_model(ov_model, str(xml), compress_to_fp16=spec.precision == "fp16")
@@ -215,14 +286,11 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
                 },
             }
         task.advance()
-    notes = (
-        {
-            "fp16": "weights stored as float16 (compress_to_fp16); the CPU plugin decompresses them at load "
+    if spec.precision == "fp16":
+        notes["fp16"] = (
+            "weights stored as float16 (compress_to_fp16); the CPU plugin decompresses them at load "
             "and computes in its INFERENCE_PRECISION_HINT"
-        }
-        if spec.precision == "fp16"
-        else {}
-    )
+        )
     return finish_artifact(
         spec,
         ctx,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -49,6 +50,9 @@ class FitOptions:
     alpha: float = 0.9  # weight of the distillation term; (1 - alpha) on the hard-label loss
     keep_best: bool = True  # restore the weights with the best validation accuracy
     description: str = "train"
+    #: Called as `on_epoch_start(epoch, model)` (epoch from 0) after the model is put in train mode, before
+    #: the epoch's first batch; e.g. QAT freezes its observers there.
+    on_epoch_start: Callable[[int, Any], None] | None = None
 
 
 class FrameworkAdapter(Protocol):

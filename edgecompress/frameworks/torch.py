@@ -214,6 +214,8 @@ class TorchAdapter:
         with ui.progress(f"{options.description}", total=options.epochs) as task:
             for epoch in range(options.epochs):
                 model.train()
+                if options.on_epoch_start is not None:
+                    options.on_epoch_start(epoch, model)
                 order = torch.randperm(n, generator=shuffle)
                 loss_sum, seen = 0.0, 0
                 for start in range(0, n, bs):

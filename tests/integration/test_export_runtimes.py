@@ -336,5 +336,8 @@ def test_unexportable_model_raises_export_error(setup, tmp_path, fmt):
 
 def test_unsupported_precision_raises_export_error(setup, tmp_path):
     ctx, model, _, _ = setup
-    with pytest.raises(ExportError, match="does not support precision 'int8'"):
+    spec = ExportSpec.model_construct(format="tflite", precision="int4", name=None, options={})
+    with pytest.raises(ExportError, match="does not support precision 'int4'"):
+        EXPORTERS.get("tflite")().export(model, spec, ctx, tmp_path)
+    with pytest.raises(ExportError, match="int8 export needs a 'quantize' stage"):
         EXPORTERS.get("tflite")().export(model, ExportSpec(format="tflite", precision="int8"), ctx, tmp_path)

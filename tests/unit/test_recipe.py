@@ -143,7 +143,9 @@ def test_keras_model_rejected_until_supported(write_recipe):
 
 def test_int8_export_needs_quantize_stage(write_recipe):
     path = write_recipe(BASE + "export: [{format: tflite, precision: int8}]\n")
-    with pytest.raises(RecipeError, match=r"export\.0\.precision: tflite supports fp32, fp16"):
+    with pytest.raises(
+        RecipeError, match=r"export\.0\.precision: int8 export needs a 'quantize' stage before it"
+    ):
         load_recipe(path)
 
 

@@ -25,7 +25,7 @@ def test_did_you_mean():
 def test_unknown_name_lists_valid_and_suggests():
     with pytest.raises(
         RecipeError,
-        match=r"unknown stages 'distil' \(did you mean 'distill'\?\); valid: distill, prune, train",
+        match=r"unknown stages 'distil' \(did you mean 'distill'\?\); valid: distill, prune, quantize, train",
     ):
         STAGES.get("distil")
 
