@@ -17,6 +17,58 @@ class LatencyStats(BaseModel):
     max_ms: float
 
 
+class OpTiming(BaseModel):
+    """One op (OpenVINO node, XNNPACK operator or LiteRT builtin-kernel node) of a per-op profile."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str = Field(description="The runtime's name for it (OpenVINO node name; 'xnnpack#3 Convolution').")
+    type: str = Field(description="Op type as the runtime names it (Convolution, Reorder, CONV_2D, ...).")
+    exec_type: str = Field(
+        description="Kernel that ran it: OpenVINO exec_type (brgconv_avx512_amx_i8, jit_avx2_FP32, ref), "
+        "'XNNPACK (NHWC, QC8) IGEMM', or 'builtin kernels' for a LiteRT node outside the delegate."
+    )
+    precision: str | None = Field(
+        default=None, description="Precision read from exec_type or the tensor dtypes (int8, f32, bf16, ...)."
+    )
+    time_ms: float | None = Field(
+        default=None,
+        description="Mean time per inference as the runtime's profiler measured it; None in an inventory.",
+    )
+    share: float | None = Field(default=None, description="time_ms / total_ms.")
+    calls: float | None = Field(default=None, description="Executions per inference.")
+    status: str = Field(
+        default="EXECUTED", description="EXECUTED, NOT_RUN (fused away), INVENTORY (untimed)."
+    )
+    input_dtypes: list[str] = Field(default_factory=list)
+    output_dtypes: list[str] = Field(default_factory=list)
+
+
+class OpProfile(BaseModel):
+    """The runtime's own per-op profile of an artifact, taken apart from the timed runs."""
+
+    model_config = ConfigDict(frozen=True)
+    source: str = Field(default="", description="Which profiler produced it.")
+    timed: bool = Field(description="False: an op inventory with no times (no per-op timing was reachable).")
+    runs: int = Field(default=0, description="Profiled inferences the times are averaged over.")
+    threads: int | None = Field(
+        default=None, description="Threads of the profiled run, None when the runtime default."
+    )
+    total_ms: float | None = Field(default=None, description="Sum of the ops' time_ms.")
+    invoke_ms: float | None = Field(
+        default=None, description="The profiler's whole-inference event (LiteRT)."
+    )
+    execution_precision: str | None = None
+    ops: list[OpTiming] = Field(default_factory=list, description="Slowest first.")
+    note: str = ""
+    error: str | None = Field(default=None, description="Why profiling failed, when it did.")
+
+    def top(self, n: int = 10) -> list[OpTiming]:
+        """The n slowest executed ops (the first n ops of an inventory)."""
+        if not self.timed:
+            return self.ops[:n]
+        return [op for op in self.ops if op.status == "EXECUTED"][:n]
+
+
 class Measurements(BaseModel):
     """What the profiling script reports for one artifact on one device (all measured, none estimated
     unless the field name says so)."""
@@ -46,4 +98,7 @@ class Measurements(BaseModel):
     energy_mj_estimated: float | None = Field(
         default=None,
         description="Estimated energy per inference from the device's power model (not measured).",
+    )
+    op_profile: OpProfile | None = Field(
+        default=None, description="The runtime's own per-op profile, when it was asked for."
     )

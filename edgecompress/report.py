@@ -182,10 +182,55 @@ class Report(BaseModel):
                 f"CPU: {first.cpu_model}; ISA flags: {', '.join(first.isa_flags) or 'none found'}. "
                 "Runtimes: " + ", ".join(sorted({f"{m.runtime} {m.runtime_version}" for _, _, m in rows})),
             ]
+            out += render_op_profiles([(d, a.name, m) for a, d, m in rows])
         if self.gates:
             out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
         out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]
         return "\n".join(out) + "\n"
+
+
+def render_op_profiles(rows: list[tuple[str, str, Measurements]], *, top: int = 10) -> list[str]:
+    """Markdown lines: the `top` slowest ops of every (device, artifact, measurements) that has an op
+    profile; an untimed inventory is labelled as such and shows no times. Empty when none has one."""
+    out: list[str] = []
+    for device, name, m in rows:
+        profile = m.op_profile
+        if profile is None:
+            continue
+        if not out:
+            out += ["", "## Per-op profile (the runtime's own profiler)"]
+        out += ["", f"### {device} / {name}", ""]
+        if profile.error:
+            out.append(f"Per-op profile unavailable: {profile.error}")
+            continue
+        if not profile.timed:
+            out += [
+                f"{profile.note or 'Op inventory without timings.'} ({profile.source}; {len(profile.ops)} ops)",
+                "",
+                "| # | op | type | runs in | precision | dtypes in → out |",
+                "|---:|---|---|---|---|---|",
+            ]
+            for i, op in enumerate(profile.top(top), 1):
+                out.append(
+                    f"| {i} | {op.name} | {op.type} | {op.exec_type} | {op.precision or '—'} | "
+                    f"{', '.join(op.input_dtypes) or '—'} → {', '.join(op.output_dtypes) or '—'} |"
+                )
+            continue
+        threads = f"{profile.threads} threads" if profile.threads else "runtime's default threads"
+        invoke = f", whole inference {profile.invoke_ms:.3f} ms" if profile.invoke_ms is not None else ""
+        out += [
+            f"{profile.source}: mean of {profile.runs} inferences, {threads}; ops total "
+            f"{profile.total_ms or 0:.3f} ms{invoke}.",
+            "",
+            "| # | op | type | exec | precision | ms | share |",
+            "|---:|---|---|---|---|---:|---:|",
+        ]
+        for i, op in enumerate(profile.top(top), 1):
+            out.append(
+                f"| {i} | {op.name} | {op.type} | {op.exec_type} | {op.precision or '—'} | "
+                f"{op.time_ms or 0:.4f} | {(op.share or 0) * 100:.1f}% |"
+            )
+    return out
 
 
 def _fewer(reference: int, value: int) -> str:

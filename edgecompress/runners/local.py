@@ -8,7 +8,7 @@ import sys
 
 from edgecompress.errors import DeviceError
 from edgecompress.exporters.base import Artifact
-from edgecompress.profiling import LatencyStats, Measurements
+from edgecompress.profiling import LatencyStats, Measurements, OpProfile
 from edgecompress.runtimes import MEASURE_SCRIPT
 from edgecompress.specs import DeviceProfile
 
@@ -34,8 +34,13 @@ class LocalRunner:
     """Runs `python measure.py ...` with this interpreter (sys.executable) in a new process per artifact,
     so the peak resident memory it reports is that artifact's own, not the build's."""
 
-    def __init__(self, *, timeout_seconds: float = 3600.0) -> None:
+    def __init__(
+        self, *, timeout_seconds: float = 3600.0, op_profile: bool = True, op_profile_runs: int = 50
+    ) -> None:
         self.timeout_seconds = timeout_seconds
+        #: Add the runtime's per-op profile (a separate pass after the timed runs, in a child process).
+        self.op_profile = op_profile
+        self.op_profile_runs = op_profile_runs
 
     def command(self, artifact: Artifact, *, runs: int, warmup_seconds: float, threads: int) -> list[str]:
         return [
@@ -56,6 +61,7 @@ class LocalRunner:
                 if artifact.inference_precision
                 else []
             ),
+            *(["--op-profile", "--op-profile-runs", str(self.op_profile_runs)] if self.op_profile else []),
         ]
 
     def run(
@@ -116,6 +122,7 @@ class LocalRunner:
                 isa_flags=result["isa_flags"],
                 python_version=result["python_version"],
                 energy_mj_estimated=estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms),
+                op_profile=OpProfile.model_validate(result["op_profile"]) if "op_profile" in result else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(

@@ -6,10 +6,16 @@ measure.py, to a board that has only numpy and LiteRT (`ai_edge_litert` or the o
 
     session = open_session("litert", "model.tflite", threads=2)
     logits = session.run(x)  # x: float32 array of session.input_shape
+
+Per-op profiles (`profile_ops`) use each runtime's own profiler: OpenVINO's performance counters
+(`PERF_COUNT`), and for LiteRT the CompiledModel profiler of `libLiteRt.so` (reached with ctypes: the
+Python API of ai-edge-litert 2.3 exposes no per-op timing) or, where that library is absent, the
+Interpreter's op inventory without any times.
 """
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +90,10 @@ class LiteRTSession:
         """Every tensor's name -> numpy dtype name (e.g. to check that fp16 weights are float16)."""
         return {str(d["name"]): np.dtype(d["dtype"]).name for d in self._interpreter.get_tensor_details()}
 
+    def op_inventory(self) -> list[dict[str, object]]:
+        """The model's ops in node order, and who runs each: see `litert_op_inventory`."""
+        return litert_op_inventory(self._interpreter)
+
 
 class OpenVINOSession:
     """An OpenVINO IR (.xml + .bin) compiled for one CPU stream of `threads` threads with the LATENCY hint.
@@ -97,7 +107,13 @@ class OpenVINOSession:
     runtime = "openvino"
 
     def __init__(
-        self, path: str | Path, *, threads: int, device: str = "CPU", inference_precision: str | None = None
+        self,
+        path: str | Path,
+        *,
+        threads: int,
+        device: str = "CPU",
+        inference_precision: str | None = None,
+        perf_count: bool = False,
     ) -> None:
         try:
             import openvino as ov
@@ -116,6 +132,9 @@ class OpenVINOSession:
         }
         if inference_precision:
             config["INFERENCE_PRECISION_HINT"] = inference_precision
+        if perf_count:
+            # Per-node performance counters; a compiled model of its own, never the timed one.
+            config["PERF_COUNT"] = True
         model = core.read_model(str(self.path))
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError(
@@ -147,11 +166,274 @@ class OpenVINOSession:
         self._request.wait()
         return np.array(self._request.get_output_tensor(0).data, copy=True)
 
+    def profiling_info(self) -> list[dict[str, object]]:
+        """The last inference's performance counters (compile with perf_count=True), one dict per node:
+        node_name, node_type, exec_type (e.g. brgconv_avx512_amx_i8, jit_avx2_FP32, ref), real_time_ms,
+        status (EXECUTED, NOT_RUN, OPTIMIZED_OUT)."""
+        return [
+            {
+                "node_name": info.node_name,
+                "node_type": info.node_type,
+                "exec_type": info.exec_type,
+                "real_time_ms": info.real_time.total_seconds() * 1000,
+                "status": str(info.status).rsplit(".", 1)[-1],
+            }
+            for info in self._request.profiling_info
+        ]
+
+
+def litert_op_inventory(interpreter) -> list[dict[str, object]]:
+    """Every op of subgraph 0 of an allocated LiteRT/TFLite Interpreter, in node (execution) order.
+
+    Each: index, type (TFLite builtin name, e.g. CONV_2D), executed_by ("XNNPACK" when the default CPU
+    delegate took the node, else "builtin kernels": TFLite's own reference/optimized CPU kernels),
+    input_dtypes (activations: inputs produced by another op or fed by the caller), weight_dtypes (constant
+    inputs), output_dtypes, producers and consumers (indices of the neighbouring ops).
+
+    A delegated node is found from the graph itself: the interpreter appends one DELEGATE node per
+    partition, whose inputs are the partition's boundary; every original node reached walking back from
+    that node's outputs without crossing the boundary ran inside the delegate. Uses the Interpreter's
+    experimental `_get_ops_details()`; raises RuntimeError where the installed runtime lacks it.
+    """
+    if not hasattr(interpreter, "_get_ops_details"):
+        raise RuntimeError("this LiteRT/TFLite runtime has no Interpreter._get_ops_details()")
+    nodes = interpreter._get_ops_details()
+    dtype_cache: dict[int, str] = {}
+
+    def dtype(index: int) -> str:
+        if index not in dtype_cache:
+            dtype_cache[index] = np.dtype(interpreter._get_tensor_details(index, 0)["dtype"]).name
+        return dtype_cache[index]
+
+    graph_inputs = {int(d["index"]) for d in interpreter.get_input_details()}
+    is_delegate = {int(n["index"]): "DELEGATE" in str(n["op_name"]).upper() for n in nodes}
+    original = [n for n in nodes if not is_delegate[int(n["index"])]]
+    producer = {int(t): int(n["index"]) for n in original for t in n["outputs"] if t != -1}
+    consumers: dict[int, list[int]] = {}
+    for n in original:
+        for t in n["inputs"]:
+            if t != -1:
+                consumers.setdefault(int(t), []).append(int(n["index"]))
+    delegated: set[int] = set()
+    for n in nodes:
+        if not is_delegate[int(n["index"])]:
+            continue
+        boundary = {int(t) for t in n["inputs"]}
+        stack = [int(t) for t in n["outputs"]]
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node in delegated:
+                continue
+            delegated.add(node)
+            details = next(o for o in original if int(o["index"]) == node)
+            stack += [int(t) for t in details["inputs"] if t != -1 and int(t) not in boundary]
+    inventory: list[dict[str, object]] = []
+    for n in original:
+        index = int(n["index"])
+        inputs = [int(t) for t in n["inputs"] if t != -1]
+        activations = [t for t in inputs if t in producer or t in graph_inputs]
+        outputs = [int(t) for t in n["outputs"] if t != -1]
+        inventory.append(
+            {
+                "index": index,
+                "type": str(n["op_name"]),
+                "executed_by": "XNNPACK" if index in delegated else "builtin kernels",
+                "input_dtypes": [dtype(t) for t in activations],
+                "weight_dtypes": [dtype(t) for t in inputs if t not in activations],
+                "output_dtypes": [dtype(t) for t in outputs],
+                "producers": sorted({producer[t] for t in activations if t in producer}),
+                "consumers": sorted({c for t in outputs for c in consumers.get(t, [])}),
+            }
+        )
+    return inventory
+
+
+class _MemoryUsage(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_size_t), ("b", ctypes.c_size_t), ("c", ctypes.c_size_t)]
+
+
+class _ProfiledEvent(ctypes.Structure):
+    """litert/c/litert_profiler_event.h: ProfiledEventData."""
+
+    _fields_ = [
+        ("tag", ctypes.c_char_p),
+        ("event_type", ctypes.c_int),
+        ("start_timestamp_us", ctypes.c_uint64),
+        ("elapsed_time_us", ctypes.c_uint64),
+        ("begin_mem_usage", _MemoryUsage),
+        ("end_mem_usage", _MemoryUsage),
+        ("event_metadata1", ctypes.c_int64),
+        ("event_metadata2", ctypes.c_int64),
+        ("event_source", ctypes.c_int),
+    ]
+
+
+class LiteRTOpProfiler:
+    """A .tflite on LiteRT's CompiledModel (CPU accelerator, XNNPACK) with the runtime's profiler on.
+
+    ai-edge-litert 2.3's Python API exposes no profiler (neither `Interpreter` nor `CompiledModel`), so
+    this drives the C API of the `libLiteRt.so` the wheel ships, through ctypes: runtime options
+    "enable_profiling = true" (opaque options "runtime_options_string"), then
+    `LiteRtCompiledModelGetProfiler` / `LiteRtGetProfilerEvents`. Events are whole microseconds.
+    The CPU thread count is the CompiledModel default (the C API sets it through a struct this does not
+    build), so `threads` is None. Raises RuntimeError (or OSError) where the library or a call is missing.
+    """
+
+    threads = None
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            import ai_edge_litert
+        except ImportError as exc:
+            raise RuntimeError("ai-edge-litert (with libLiteRt.so) is not installed") from exc
+        lib_path = Path(ai_edge_litert.__file__).resolve().parent / "libLiteRt.so"
+        if not lib_path.is_file():
+            raise RuntimeError(f"no {lib_path.name} in {lib_path.parent}")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no such model file: {self.path}")
+        self.runtime_version = "ai-edge-litert " + _package_version("ai-edge-litert")
+        lib = ctypes.CDLL(str(lib_path))
+        libc = ctypes.CDLL(None)
+        vp, size_t = ctypes.c_void_p, ctypes.c_size_t
+        signatures = {
+            "LiteRtCreateEnvironment": [ctypes.c_int, vp, ctypes.POINTER(vp)],
+            "LiteRtCreateModelFromFile": [vp, ctypes.c_char_p, ctypes.POINTER(vp)],
+            "LiteRtCreateOptions": [ctypes.POINTER(vp)],
+            "LiteRtSetOptionsHardwareAccelerators": [vp, ctypes.c_int],
+            "LiteRtCreateOpaqueOptions": [ctypes.c_char_p, vp, vp, ctypes.POINTER(vp)],
+            "LiteRtAddOpaqueOptions": [vp, vp],
+            "LiteRtCreateCompiledModel": [vp, vp, vp, ctypes.POINTER(vp)],
+            "LiteRtCompiledModelGetProfiler": [vp, ctypes.POINTER(vp)],
+            "LiteRtGetModelSignature": [vp, size_t, ctypes.POINTER(vp)],
+            "LiteRtGetSignatureInputTensorByIndex": [vp, size_t, ctypes.POINTER(vp)],
+            "LiteRtGetSignatureOutputTensorByIndex": [vp, size_t, ctypes.POINTER(vp)],
+            "LiteRtGetRankedTensorType": [vp, vp],
+            "LiteRtGetCompiledModelInputBufferRequirements": [vp, size_t, size_t, ctypes.POINTER(vp)],
+            "LiteRtGetCompiledModelOutputBufferRequirements": [vp, size_t, size_t, ctypes.POINTER(vp)],
+            "LiteRtGetTensorBufferRequirementsBufferSize": [vp, ctypes.POINTER(size_t)],
+            "LiteRtCreateTensorBufferFromHostMemory": [vp, vp, size_t, vp, ctypes.POINTER(vp)],
+            "LiteRtRunCompiledModel": [vp, size_t, size_t, vp, size_t, vp],
+            "LiteRtStartProfiler": [vp],
+            "LiteRtResetProfiler": [vp],
+            "LiteRtGetNumProfilerEvents": [vp, ctypes.POINTER(ctypes.c_int)],
+            "LiteRtGetProfilerEvents": [vp, ctypes.c_int, vp],
+        }
+        for name, argtypes in signatures.items():
+            function = getattr(lib, name)  # AttributeError -> caught by the caller as a missing API
+            function.argtypes = argtypes
+            function.restype = ctypes.c_int
+        libc.strdup.restype = vp
+        libc.strdup.argtypes = [ctypes.c_char_p]
+        libc.aligned_alloc.restype = vp
+        libc.aligned_alloc.argtypes = [size_t, size_t]
+        self._lib, self._libc = lib, libc
+        free = ctypes.cast(libc.free, vp)
+
+        def check(status: int, what: str) -> None:
+            if status != 0:
+                raise RuntimeError(f"LiteRT C API: {what} failed (LiteRtStatus {status})")
+
+        self._check = check
+        env, model, options, opaque, compiled, profiler, signature = (vp() for _ in range(7))
+        check(lib.LiteRtCreateEnvironment(0, None, ctypes.byref(env)), "LiteRtCreateEnvironment")
+        check(
+            lib.LiteRtCreateModelFromFile(env, str(self.path).encode(), ctypes.byref(model)),
+            "LiteRtCreateModelFromFile",
+        )
+        check(lib.LiteRtCreateOptions(ctypes.byref(options)), "LiteRtCreateOptions")
+        check(lib.LiteRtSetOptionsHardwareAccelerators(options, 1), "select the CPU accelerator")
+        payload = libc.strdup(b"enable_profiling = true\n")  # freed by LiteRT with the options
+        check(
+            lib.LiteRtCreateOpaqueOptions(b"runtime_options_string", payload, free, ctypes.byref(opaque)),
+            "LiteRtCreateOpaqueOptions",
+        )
+        check(lib.LiteRtAddOpaqueOptions(options, opaque), "LiteRtAddOpaqueOptions")
+        check(lib.LiteRtCreateCompiledModel(env, model, options, ctypes.byref(compiled)), "compile")
+        check(lib.LiteRtCompiledModelGetProfiler(compiled, ctypes.byref(profiler)), "get the profiler")
+        if not profiler:
+            raise RuntimeError("LiteRT returned no profiler although profiling was enabled")
+        check(lib.LiteRtGetModelSignature(model, 0, ctypes.byref(signature)), "LiteRtGetModelSignature")
+        self._env, self._model, self._options, self._compiled = env, model, options, compiled
+        self._profiler, self._signature, self._free = profiler, signature, free
+        self._keep: list[object] = []
+        self._in, self._in_mem, self.input_bytes = self._buffer("Input")
+        self._out, _, self.output_bytes = self._buffer("Output")
+        self._inputs = (vp * 1)(self._in)
+        self._outputs = (vp * 1)(self._out)
+        check(lib.LiteRtStartProfiler(profiler), "LiteRtStartProfiler")
+
+    def _buffer(self, kind: str) -> tuple[ctypes.c_void_p, int, int]:
+        lib, vp = self._lib, ctypes.c_void_p
+        tensor, requirements, buffer = vp(), vp(), vp()
+        size = ctypes.c_size_t()
+        get_tensor = getattr(lib, f"LiteRtGetSignature{kind}TensorByIndex")
+        self._check(get_tensor(self._signature, 0, ctypes.byref(tensor)), f"{kind.lower()} tensor")
+        # The tensor type is only handed back to LiteRT, so its struct layout is never read here.
+        tensor_type = ctypes.create_string_buffer(1024)
+        self._keep.append(tensor_type)
+        self._check(lib.LiteRtGetRankedTensorType(tensor, tensor_type), f"{kind.lower()} tensor type")
+        get_requirements = getattr(lib, f"LiteRtGetCompiledModel{kind}BufferRequirements")
+        self._check(get_requirements(self._compiled, 0, 0, ctypes.byref(requirements)), "requirements")
+        self._check(
+            lib.LiteRtGetTensorBufferRequirementsBufferSize(requirements, ctypes.byref(size)), "buffer size"
+        )
+        padded = (size.value + 63) // 64 * 64
+        memory = self._libc.aligned_alloc(64, padded)
+        if not memory:
+            raise MemoryError("aligned_alloc failed")
+        ctypes.memset(memory, 0, padded)
+        self._check(
+            lib.LiteRtCreateTensorBufferFromHostMemory(
+                tensor_type, memory, size.value, self._free, ctypes.byref(buffer)
+            ),
+            "LiteRtCreateTensorBufferFromHostMemory",
+        )
+        return buffer, memory, size.value
+
+    def run(self, x: np.ndarray) -> None:
+        """One inference on `x` (its bytes must be exactly the model input's)."""
+        data = np.ascontiguousarray(x)
+        if data.nbytes != self.input_bytes:
+            raise ValueError(f"input has {data.nbytes} bytes, the model takes {self.input_bytes}")
+        ctypes.memmove(self._in_mem, data.ctypes.data, data.nbytes)
+        self._check(
+            self._lib.LiteRtRunCompiledModel(self._compiled, 0, 1, self._inputs, 1, self._outputs),
+            "LiteRtRunCompiledModel",
+        )
+
+    def take_events(self) -> list[dict[str, object]]:
+        """The profiler's events since the last call (tag, event_type, elapsed_us, metadata1), then reset."""
+        count = ctypes.c_int()
+        self._check(self._lib.LiteRtGetNumProfilerEvents(self._profiler, ctypes.byref(count)), "event count")
+        events = (_ProfiledEvent * max(count.value, 1))()
+        if count.value:
+            self._check(self._lib.LiteRtGetProfilerEvents(self._profiler, count.value, events), "events")
+        self._check(self._lib.LiteRtResetProfiler(self._profiler), "LiteRtResetProfiler")
+        # A reset also stops the profiler (measured with ai-edge-litert 2.3): start it again.
+        self._check(self._lib.LiteRtStartProfiler(self._profiler), "LiteRtStartProfiler")
+        return [
+            {
+                "tag": (e.tag or b"").decode("utf-8", "replace"),
+                "event_type": int(e.event_type),
+                "elapsed_us": int(e.elapsed_time_us),
+                "metadata1": int(e.event_metadata1),
+            }
+            for e in events[: count.value]
+        ]
+
 
 def open_session(
-    runtime: str, path: str | Path, *, threads: int, inference_precision: str | None = None
+    runtime: str,
+    path: str | Path,
+    *,
+    threads: int,
+    inference_precision: str | None = None,
+    perf_count: bool = False,
 ) -> LiteRTSession | OpenVINOSession:
-    """A session for `runtime` ("litert" or "openvino"); ValueError for any other name."""
+    """A session for `runtime` ("litert" or "openvino"); ValueError for any other name.
+
+    `perf_count` (OpenVINO only) turns on the plugin's per-node performance counters."""
     if runtime == "litert":
         if inference_precision not in (None, "f32"):
             raise ValueError(
@@ -159,5 +441,7 @@ def open_session(
             )
         return LiteRTSession(path, threads=threads)
     if runtime == "openvino":
-        return OpenVINOSession(path, threads=threads, inference_precision=inference_precision)
+        return OpenVINOSession(
+            path, threads=threads, inference_precision=inference_precision, perf_count=perf_count
+        )
     raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
