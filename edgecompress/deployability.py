@@ -214,7 +214,7 @@ def openvino_findings(profile: OpProfile | None, ir_op_types: list[str] | None =
 def _explain(
     runtime: str, speedup: float, faster: bool, dot: list[str], findings: list[Finding], isa: list[str]
 ) -> str:
-    measured = f"int8 p50 is {speedup:.2f}x fp32's"
+    measured = f"int8 runs {speedup:.2f}x as fast as fp32 (p50 vs p50)"
     dot_text = (
         f"the CPU has int8 dot-product instructions ({', '.join(dot)})"
         if dot

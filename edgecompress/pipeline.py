@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from edgecompress.console import UI
+from edgecompress.deployability import Deployability
 from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
 from edgecompress.errors import GateFailed, RecipeError
 from edgecompress.recipe import ExportSpec, Recipe, load_recipe
@@ -297,6 +298,30 @@ class _Build:
             )
         return artifacts
 
+    def _diagnose_int8(
+        self, exported: list[_Exported], artifacts: list[ArtifactResult]
+    ) -> list[Deployability]:
+        """For every int8 artifact on every device: its measured speedup over the fp32 export of the same
+        model on the same runtime, and likely causes when it is not faster (said plainly on the console)."""
+        from edgecompress.deployability import diagnose
+
+        paths = {e.artifact.name: e.artifact.path for e in exported}
+        out = []
+        for a in artifacts:
+            if a.precision != "int8":
+                continue
+            twin = next((f for f in artifacts if f.format == a.format and f.precision == "fp32"), None)
+            for device, m in a.measurements.items() if twin else []:
+                if device not in twin.measurements:
+                    continue
+                result = diagnose(int8=m, fp32=twin.measurements[device], int8_path=paths[a.name])
+                out.append(result)
+                style = "green" if result.faster else "bold yellow"
+                self.ui.console.print(
+                    f"[{style}]int8 on {device}/{a.runtime}[/{style}]: {result.explanation}", highlight=False
+                )
+        return out
+
     def run(self, devices: list[DeviceProfile]) -> Report:
         from edgecompress.context import RunContext
         from edgecompress.data import load_data
@@ -323,6 +348,7 @@ class _Build:
         exported = self._export_all(ctx, models, devices)
         artifacts = self._profile_all(exported, devices)
         cross = cross_runtime_agreement(exported)
+        deployability = self._diagnose_int8(exported, artifacts)
         ref_step = next(s for s in steps if s.name == reference)
         return Report(
             edgecompress_version=package_versions("edgecompress").get("edgecompress", "unknown"),
@@ -346,6 +372,7 @@ class _Build:
             reference_step=reference,
             artifacts=artifacts,
             cross_runtime=cross,
+            deployability=deployability,
             gates=evaluate_gates(recipe, steps, ref_step, artifacts, cross),
             wall_seconds=time.perf_counter() - t0,
         )

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgecompress.deployability import Deployability, render
 from edgecompress.exporters.parity import ParityResult as Parity
 from edgecompress.profiling import Measurements
 
@@ -85,6 +86,10 @@ class Report(BaseModel):
     )
     artifacts: list[ArtifactResult]
     cross_runtime: list[CrossRuntime] = Field(default_factory=list)
+    deployability: list[Deployability] = Field(
+        default_factory=list,
+        description="Each int8 artifact against the fp32 export of the same model, per device.",
+    )
     gates: list[GateResult]
     wall_seconds: float
 
@@ -183,6 +188,10 @@ class Report(BaseModel):
                 "Runtimes: " + ", ".join(sorted({f"{m.runtime} {m.runtime_version}" for _, _, m in rows})),
             ]
             out += render_op_profiles([(d, a.name, m) for a, d, m in rows])
+        if self.deployability:
+            out += ["", "## Is int8 faster? (measured, with causes found by inspection)"]
+            for d in self.deployability:
+                out += ["", *render(d, title=f"{d.device} / {d.runtime}")]
         if self.gates:
             out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
         out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]

@@ -26,6 +26,8 @@ def summary_table(report: Report) -> Table:
     ):
         table.add_column(col, justify="left" if col == "step / artifact" else "right")
     final = report.steps[-1]
+    # float artifacts are exported from the model before `quantize`
+    float_step = next((s for s in reversed(report.steps) if s.stage_type != "quantize"), final)
     for s in report.steps:
         table.add_row(
             s.name + (" (reference)" if s.name == ref.name else ""),
@@ -41,8 +43,8 @@ def summary_table(report: Report) -> Table:
             a.name,
             f"{a.parity.accuracy:.4f}",
             f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
-            f"{final.macs / 1e6:.2f}M",
-            f"{final.params:,}",
+            f"{(final if a.precision == 'int8' else float_step).macs / 1e6:.2f}M",
+            f"{(final if a.precision == 'int8' else float_step).params:,}",
             f"{a.size_bytes / 1024:.1f}",
             *[f"{a.measurements[d].latency.p50_ms:.3f}" if d in a.measurements else "—" for d in devices],
         )
