@@ -191,7 +191,7 @@ class Report(BaseModel):
         if self.deployability:
             out += ["", "## Is int8 faster? (measured, with causes found by inspection)"]
             for d in self.deployability:
-                out += ["", *render(d, title=f"{d.device} / {d.runtime}")]
+                out += ["", *render(d)]
         if self.gates:
             out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
         out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]
