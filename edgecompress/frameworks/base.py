@@ -55,6 +55,16 @@ class FitOptions:
     on_epoch_start: Callable[[int, Any], None] | None = None
 
 
+#: Training fields shared by the train, distill and quantize (QAT) stage configs.
+SHARED_FIT_FIELDS = ("epochs", "lr", "optimizer", "weight_decay", "schedule", "keep_best")
+
+
+def fit_options(config: Any, *, batch_size: int, description: str, **extra: Any) -> FitOptions:
+    """FitOptions from a stage config's shared training fields plus stage-specific `extra` ones."""
+    common = {name: getattr(config, name) for name in SHARED_FIT_FIELDS}
+    return FitOptions(**common, batch_size=batch_size, description=description, **extra)
+
+
 class FrameworkAdapter(Protocol):
     name: str
 

@@ -561,34 +561,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1 or args.warmup_seconds < 0 or args.op_profile_runs < 1:
         parser.error("--runs, --threads and --op-profile-runs must be >= 1 and --warmup-seconds >= 0")
+    common = {"threads": args.threads, "inference_precision": args.inference_precision, "seed": args.seed}
     if args.op_profile_only:
-        profile = op_profile(
-            args.runtime,
-            args.model,
-            threads=args.threads,
-            runs=args.op_profile_runs,
-            inference_precision=args.inference_precision,
-            seed=args.seed,
-        )
+        profile = op_profile(args.runtime, args.model, runs=args.op_profile_runs, **common)
         print(json.dumps(profile))
         return 0
-    result = measure(
-        args.runtime,
-        args.model,
-        threads=args.threads,
-        runs=args.runs,
-        warmup_seconds=args.warmup_seconds,
-        inference_precision=args.inference_precision,
-        seed=args.seed,
-    )
+    result = measure(args.runtime, args.model, runs=args.runs, warmup_seconds=args.warmup_seconds, **common)
     if args.op_profile:
         result["op_profile"] = isolated_op_profile(
-            args.runtime,
-            args.model,
-            threads=args.threads,
-            runs=args.op_profile_runs,
-            inference_precision=args.inference_precision,
-            seed=args.seed,
+            args.runtime, args.model, runs=args.op_profile_runs, **common
         )
     print(json.dumps(result))
     return 0

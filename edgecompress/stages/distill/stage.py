@@ -51,7 +51,7 @@ class DistillStage(Stage):
 
 def distill_backend(model: Any, config: DistillConfig, ctx: RunContext) -> Any:
     """Framework-neutral: the adapter's `fit` implements the distillation loss."""
-    from edgecompress.frameworks.base import FitOptions
+    from edgecompress.frameworks.base import fit_options
     from edgecompress.recipe import ModelSpec
 
     if config.teacher:
@@ -63,17 +63,12 @@ def distill_backend(model: Any, config: DistillConfig, ctx: RunContext) -> Any:
         teacher = ctx.adapter.copy(model)
         ctx.ui.warn("distill: no compressing stage ran before it; the teacher is a copy of the current model")
     ctx.note("teacher", config.teacher or "model before the first compressing stage")
-    options = FitOptions(
-        epochs=config.epochs,
-        lr=config.lr,
+    options = fit_options(
+        config,
         batch_size=ctx.recipe.data.batch_size,
-        optimizer=config.optimizer,
-        weight_decay=config.weight_decay,
-        schedule=config.schedule,
+        description="distill",
         teacher=teacher,
         temperature=config.temperature,
         alpha=config.alpha,
-        keep_best=config.keep_best,
-        description="distill",
     )
     return ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)

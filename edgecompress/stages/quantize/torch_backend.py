@@ -364,7 +364,7 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:
 def _fine_tune(prepared: PT2EModule, float_model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:
     """QAT: train the prepared graph with fake quantization through the adapter's loop (distillation loss
     when `config.distill`), freezing observers / BatchNorm statistics at the start of the given epochs."""
-    from edgecompress.frameworks.base import FitOptions
+    from edgecompress.frameworks.base import fit_options
 
     teacher = None
     if config.distill:
@@ -381,18 +381,13 @@ def _fine_tune(prepared: PT2EModule, float_model: Any, config: QuantizeConfig, c
         if config.freeze_bn_after is not None and epoch >= config.freeze_bn_after:
             model.freeze_batchnorm()
 
-    options = FitOptions(
-        epochs=config.epochs,
-        lr=config.lr,
+    options = fit_options(
+        config,
         batch_size=ctx.recipe.data.batch_size,
-        optimizer=config.optimizer,
-        weight_decay=config.weight_decay,
-        schedule=config.schedule,
+        description="quantize (qat)",
         teacher=teacher,
         temperature=config.temperature,
         alpha=config.alpha,
-        keep_best=config.keep_best,
-        description="quantize (qat)",
         on_epoch_start=on_epoch_start,
     )
     ctx.note("epochs", config.epochs)

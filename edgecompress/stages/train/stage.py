@@ -43,17 +43,12 @@ class TrainStage(Stage):
 
 def fit_backend(model: Any, config: TrainConfig, ctx: RunContext) -> Any:
     """Framework-neutral: every adapter implements `fit`, so one function serves every framework."""
-    from edgecompress.frameworks.base import FitOptions
+    from edgecompress.frameworks.base import fit_options
 
-    options = FitOptions(
-        epochs=config.epochs,
-        lr=config.lr,
+    options = fit_options(
+        config,
         batch_size=ctx.recipe.data.batch_size,
-        optimizer=config.optimizer,
-        weight_decay=config.weight_decay,
-        schedule=config.schedule,
-        label_smoothing=config.label_smoothing,
-        keep_best=config.keep_best,
         description="train",
+        label_smoothing=config.label_smoothing,
     )
     return ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)
