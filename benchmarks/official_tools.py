@@ -35,24 +35,22 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import RESULTS, make_context, random_bundle, write_section  # noqa: E402
 
 from edgecompress.console import UI  # noqa: E402
-from edgecompress.context import RunContext  # noqa: E402
-from edgecompress.data import DataBundle, Split  # noqa: E402
-from edgecompress.recipe import parse_recipe  # noqa: E402
 from edgecompress.registry import EXPORTERS, FRAMEWORKS  # noqa: E402
 from edgecompress.runners.local import LocalRunner  # noqa: E402
 from edgecompress.runtimes.measure import cpu_info  # noqa: E402
 from edgecompress.specs import load_device  # noqa: E402
 
 TOLERANCE = 0.15
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Latency agreement with official tools"
 REPORT_SECTION = "## Build report vs official tools"
 BIN = Path(sys.executable).parent
@@ -78,35 +76,17 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 def export_both(name: str, model: nn.Module, out_dir: Path, ui: UI) -> list:
     """TFLite fp32 and OpenVINO fp32 artifacts of `model` through edgecompress's own exporters."""
     shape = [1, 3, 224, 224]
-    recipe = parse_recipe(
-        f"name: {name}\nmodel: {{source: official_tools.py:{name}, input_shape: {shape}}}\n"
-        "data: {image_size: [224, 224], channels: 3}\n"
-        "export: [{format: tflite, precision: fp32}, {format: openvino, precision: fp32}]\n"
-    )
     # Latency does not depend on the pixels: a few random images stand in for a dataset (used by the
     # exporters only as the trace sample and for the sidecar's preprocessing facts).
-    rng = np.random.default_rng(0)
-    split = Split(rng.standard_normal((4, *shape[1:])).astype(np.float32), np.arange(4, dtype=np.int64))
-    data = DataBundle(
-        train=split,
-        val=split,
-        test=split,
-        calibration=split,
-        num_classes=1000,
-        class_names=[str(i) for i in range(1000)],
-        layout="NCHW",
-        sample_shape=tuple(shape[1:]),
-        mean=None,
-        std=None,
+    ctx = make_context(
+        f"name: {name}\nmodel: {{source: official_tools.py:{name}, input_shape: {shape}}}\n"
+        "data: {image_size: [224, 224], channels: 3}\n"
+        "export: [{format: tflite, precision: fp32}, {format: openvino, precision: fp32}]\n",
+        out_dir,
+        random_bundle(shape, 4),
+        ui,
     )
-    ctx = RunContext(
-        recipe=recipe,
-        recipe_path=out_dir / "recipe.yaml",
-        workdir=out_dir,
-        adapter=FRAMEWORKS.get("torch")(),
-        data=data,
-        ui=ui,
-    )
+    recipe = ctx.recipe
     return [EXPORTERS.get(spec.format)().export(model, spec, ctx, out_dir / name) for spec in recipe.export]
 
 
@@ -251,18 +231,6 @@ Measured {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} by `.venv/b
 Per round (ms): {each}.
 """
     write_section(SECTION, section)
-
-
-def write_section(heading: str, section: str) -> None:
-    """Replace (or append) the section that starts with `heading` in benchmarks/RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(heading)
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
 
 
 def check_report(report_path: Path, rounds: int) -> list[Row]:
