@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.integration.raw_runtimes import litert_logits, openvino_logits
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 pytest.importorskip("openvino")
@@ -132,29 +134,6 @@ def setup(tmp_path_factory):
     return ctx, model, reference, artifacts
 
 
-def _litert_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=2)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    rows = []
-    for i in range(len(x)):
-        interpreter.set_tensor(inp["index"], x[i : i + 1])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(out["index"])[0].copy())
-    return np.stack(rows)
-
-
-def _openvino_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import openvino as ov
-
-    # f32 compute, so this checks the artifact rather than the CPU's default precision (bf16 on AMX CPUs).
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return np.stack([request.infer({0: x[i : i + 1]})[compiled.outputs[0]][0].copy() for i in range(len(x))])
-
-
 def test_artifact_files(setup):
     _, _, _, artifacts = setup
     assert list(artifacts) == NAMES
@@ -170,7 +149,7 @@ def test_artifact_files(setup):
 def test_raw_runtime_agrees_with_torch(setup, name):
     ctx, _, reference, artifacts = setup
     a, x = artifacts[name], ctx.data.test.x
-    logits = _litert_logits(a.path, x) if a.runtime == "litert" else _openvino_logits(a.path, x)
+    logits = litert_logits(a.path, x) if a.runtime == "litert" else openvino_logits(a.path, x)
     assert logits.shape == reference.shape
     assert (logits.argmax(1) == reference.argmax(1)).mean() >= 0.99
     assert np.abs(logits - reference).max() < (1e-4 if name.endswith("fp32") else 5e-2)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.integration.raw_runtimes import litert_logits, openvino_logits
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 pytest.importorskip("openvino")
@@ -103,28 +105,6 @@ def qat(trained, tmp_path_factory):
 @pytest.fixture(params=["ptq", "qat"])
 def run(request):
     return request.getfixturevalue(request.param)
-
-
-def _litert_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=2)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    rows = []
-    for i in range(len(x)):
-        interpreter.set_tensor(inp["index"], x[i : i + 1])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(out["index"])[0].copy())
-    return np.stack(rows)
-
-
-def _openvino_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return np.stack([request.infer({0: x[i : i + 1]})[compiled.outputs[0]][0].copy() for i in range(len(x))])
 
 
 def _tflite_weight_dtypes(path: Path) -> dict[str, list[str]]:
@@ -226,8 +206,8 @@ def test_artifacts_agree_with_the_quantized_model(run):
 def test_runtimes_agree_with_each_other(run):
     ctx, _, _, artifacts = run
     x = ctx.data.test.x
-    litert = _litert_logits(artifacts["int8-tflite"].path, x)
-    openvino = _openvino_logits(artifacts["int8-openvino"].path, x)
+    litert = litert_logits(artifacts["int8-tflite"].path, x)
+    openvino = openvino_logits(artifacts["int8-openvino"].path, x)
     assert (litert.argmax(1) == openvino.argmax(1)).mean() >= 0.99
 
 
