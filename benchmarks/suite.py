@@ -105,22 +105,13 @@ class DigitsResult:
 
 
 def _artifact(path: Path, runtime: str, precision: str, shape: list[int]) -> Any:
-    from edgecompress.exporters.base import Artifact
+    """An artifact made by a stock tool, described as edgecompress's runner needs it."""
+    from edgecompress.exporters.base import artifact_from_file
 
-    files = [path] + ([path.with_suffix(".bin")] if runtime == "openvino" else [])
-    return Artifact(
-        name=path.stem,
-        format="tflite" if runtime == "litert" else "openvino",
-        runtime=runtime,
-        precision=precision,
-        path=path,
-        files=files,
-        size_bytes=sum(f.stat().st_size for f in files),
-        input_shape=shape,
-        layout="NCHW",
-        # the same f32 hint edgecompress's OpenVINO artifacts carry, so all sides compute alike
-        inference_precision="f32" if runtime == "openvino" else None,
-    )
+    # the same f32 hint edgecompress's OpenVINO artifacts carry, so all sides compute alike
+    hint = "f32" if runtime == "openvino" else None
+    update = {"precision": precision, "input_shape": shape, "layout": "NCHW", "inference_precision": hint}
+    return artifact_from_file(path).model_copy(update=update)
 
 
 def stock_litert_int8(model: Any, calibration: np.ndarray, path: Path) -> Any:

@@ -78,6 +78,15 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def _at_most(gate: str, subject: str, value: float, limit: float) -> GateResult:
+    # 1e-12: an accuracy drop of exactly the limit (e.g. 1 image of 100 for 0.01) passes despite float error
+    return GateResult(gate=gate, subject=subject, limit=limit, value=value, passed=value <= limit + 1e-12)
+
+
+def _at_least(gate: str, subject: str, value: float, limit: float) -> GateResult:
+    return GateResult(gate=gate, subject=subject, limit=limit, value=value, passed=value >= limit)
+
+
 def evaluate_gates(
     recipe: Recipe,
     report_steps: list[Step],
@@ -86,87 +95,32 @@ def evaluate_gates(
     cross_runtime: list[CrossRuntime] = (),  # type: ignore[assignment]
 ) -> list[GateResult]:
     """Every gate in the recipe, plus the parity threshold, checked against measured values."""
-    gates = recipe.gates
+    gates, min_agreement = recipe.gates, recipe.parity.min_agreement
     out: list[GateResult] = []
     for a in artifacts:
-        out.append(
-            GateResult(
-                gate="parity.min_agreement",
-                subject=a.name,
-                limit=recipe.parity.min_agreement,
-                value=a.parity.agreement,
-                passed=a.parity.agreement >= recipe.parity.min_agreement,
-            )
-        )
+        out.append(_at_least("parity.min_agreement", a.name, a.parity.agreement, min_agreement))
         if a.role != "export":  # fp32 twins exist for the speedup figure; only their parity is gated
             continue
         if gates.max_accuracy_drop is not None:
             drop = reference.test_accuracy - a.parity.accuracy
-            out.append(
-                GateResult(
-                    gate="max_accuracy_drop",
-                    subject=a.name,
-                    limit=gates.max_accuracy_drop,
-                    value=drop,
-                    passed=drop <= gates.max_accuracy_drop + 1e-12,
-                )
-            )
+            out.append(_at_most("max_accuracy_drop", a.name, drop, gates.max_accuracy_drop))
         if gates.min_accuracy is not None:
-            out.append(
-                GateResult(
-                    gate="min_accuracy",
-                    subject=a.name,
-                    limit=gates.min_accuracy,
-                    value=a.parity.accuracy,
-                    passed=a.parity.accuracy >= gates.min_accuracy,
-                )
-            )
+            out.append(_at_least("min_accuracy", a.name, a.parity.accuracy, gates.min_accuracy))
         if gates.max_size_kb is not None:
-            kb = a.size_bytes / 1024
-            out.append(
-                GateResult(
-                    gate="max_size_kb",
-                    subject=a.name,
-                    limit=gates.max_size_kb,
-                    value=kb,
-                    passed=kb <= gates.max_size_kb,
-                )
-            )
+            out.append(_at_most("max_size_kb", a.name, a.size_bytes / 1024, gates.max_size_kb))
         for device, m in a.measurements.items():
             subject = f"{device}/{a.name}"
             for pattern, limit in gates.max_latency_ms.items():
                 if fnmatch.fnmatch(subject, pattern):
-                    out.append(
-                        GateResult(
-                            gate="max_latency_ms",
-                            subject=subject,
-                            limit=limit,
-                            value=m.latency.p50_ms,
-                            passed=m.latency.p50_ms <= limit,
-                        )
-                    )
-    for c in cross_runtime:
-        out.append(
-            GateResult(
-                gate="parity.min_agreement",
-                subject=f"{c.a} vs {c.b}",
-                limit=recipe.parity.min_agreement,
-                value=c.agreement,
-                passed=c.agreement >= recipe.parity.min_agreement,
-            )
-        )
+                    out.append(_at_most("max_latency_ms", subject, m.latency.p50_ms, limit))
+    out += [
+        _at_least("parity.min_agreement", f"{c.a} vs {c.b}", c.agreement, min_agreement)
+        for c in cross_runtime
+    ]
     if not artifacts and gates.max_accuracy_drop is not None:
         last = report_steps[-1]
         drop = reference.test_accuracy - last.test_accuracy
-        out.append(
-            GateResult(
-                gate="max_accuracy_drop",
-                subject=last.name,
-                limit=gates.max_accuracy_drop,
-                value=drop,
-                passed=drop <= gates.max_accuracy_drop + 1e-12,
-            )
-        )
+        out.append(_at_most("max_accuracy_drop", last.name, drop, gates.max_accuracy_drop))
     return out
 
 

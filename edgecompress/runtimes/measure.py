@@ -353,6 +353,18 @@ def inventory_profile(inventory: list[dict[str, object]], reason: str) -> dict[s
     }
 
 
+def _profiled_runs(run, take, inputs: list, *, warmup_runs: int, runs: int) -> list:
+    """Warm up with `run`, drop what the profiler gathered so far, then `take()` its data after each timed run."""
+    for i in range(warmup_runs):
+        run(inputs[i % len(inputs)])
+    take()
+    collected = []
+    for i in range(runs):
+        run(inputs[i % len(inputs)])
+        collected.append(take())
+    return collected
+
+
 def op_profile(
     runtime: str,
     model: Path,
@@ -372,12 +384,9 @@ def op_profile(
             runtime, model, threads=threads, inference_precision=inference_precision, perf_count=True
         )
         inputs = random_inputs(session.input_shape, session.input_dtype, count=8, seed=seed)
-        for i in range(warmup_runs):
-            session.run(inputs[i % len(inputs)])
-        infos = []
-        for i in range(runs):
-            session.run(inputs[i % len(inputs)])
-            infos.append(session.profiling_info())
+        infos = _profiled_runs(
+            session.run, session.profiling_info, inputs, warmup_runs=warmup_runs, runs=runs
+        )
         return {
             "source": "OpenVINO performance counters (PERF_COUNT, request.profiling_info)",
             "timed": True,
@@ -400,13 +409,7 @@ def op_profile(
         if inventory is None:
             raise RuntimeError(f"no per-op timing ({exc}) and no op inventory in this runtime") from exc
         return inventory_profile(inventory, str(exc))
-    for i in range(warmup_runs):
-        profiler.run(inputs[i % len(inputs)])
-    profiler.take_events()
-    events = []
-    for i in range(runs):
-        profiler.run(inputs[i % len(inputs)])
-        events.append(profiler.take_events())
+    events = _profiled_runs(profiler.run, profiler.take_events, inputs, warmup_runs=warmup_runs, runs=runs)
     return {
         "source": "LiteRT CompiledModel profiler (libLiteRt.so C API, XNNPACK per-operator events)",
         "timed": True,

@@ -16,7 +16,7 @@ nncf = pytest.importorskip("nncf")
 from torch import nn  # noqa: E402
 
 from edgecompress.deployability import diagnose, render  # noqa: E402
-from edgecompress.exporters.base import Artifact  # noqa: E402
+from edgecompress.exporters.base import Artifact, artifact_from_file  # noqa: E402
 from edgecompress.report import render_op_profiles  # noqa: E402
 from edgecompress.runners.local import LocalRunner  # noqa: E402
 from edgecompress.specs import CPUSpec, DeviceProfile  # noqa: E402
@@ -43,18 +43,13 @@ class Net(nn.Module):
 
 
 def _artifact(path: Path, runtime: str, precision: str) -> Artifact:
-    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
-    return Artifact(
-        name=f"{runtime}-{precision}",
-        format="tflite" if runtime == "litert" else "openvino",
-        runtime=runtime,
-        precision=precision,
-        path=path,
-        files=files,
-        size_bytes=sum(f.stat().st_size for f in files),
-        input_shape=list(SHAPE),
-        layout="NCHW",
-    )
+    update = {
+        "name": f"{runtime}-{precision}",
+        "precision": precision,
+        "input_shape": list(SHAPE),
+        "layout": "NCHW",
+    }
+    return artifact_from_file(path).model_copy(update=update)
 
 
 @pytest.fixture(scope="module")
