@@ -224,3 +224,34 @@ def test_int8_export_without_quantize_stage_is_an_export_error(trained, tmp_path
     for fmt in ("tflite", "openvino"):
         with pytest.raises(ExportError, match="int8 export needs a 'quantize' stage"):
             EXPORTERS.get(fmt)().export(model, ExportSpec(format=fmt, precision="int8"), ctx, tmp_path)
+
+
+def test_adds_and_concat_run_in_int8_on_both_runtimes(qat):
+    """Residual adds and the concat are quantized too: the .tflite has QUANTIZE/DEQUANTIZE only at its float
+    interface, and in the OpenVINO IR every add/concat of activations reads FakeQuantize outputs. (Left float,
+    each would sit between a DEQUANTIZE and a QUANTIZE and make int8 slower; see restore_source_functions.)"""
+    import openvino as ov
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, _, _, artifacts = qat
+    interpreter = Interpreter(model_path=str(artifacts["int8-tflite"].path))
+    dtypes = {d["index"]: np.dtype(d["dtype"]).name for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    names = [op["op_name"] for op in ops]
+    assert names.count("QUANTIZE") == 1 and names.count("DEQUANTIZE") == 1
+    assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE"
+    joins = [op for op in ops if op["op_name"] in ("ADD", "CONCATENATION")]
+    assert {op["op_name"] for op in joins} == {"ADD", "CONCATENATION"}
+    assert all(dtypes[int(i)] == "int8" for op in joins for i in op["inputs"])
+
+    model = ov.Core().read_model(str(artifacts["int8-openvino"].path))
+    joins = [op for op in model.get_ops() if op.get_type_name() in ("Add", "Concat")]
+    activation_joins = [
+        op
+        for op in joins
+        if all(op.input_value(i).get_node().get_type_name() != "Constant" for i in range(op.get_input_size()))
+    ]
+    assert len(activation_joins) >= 4  # 3 residual adds + 1 concat in tiny_cnn
+    for op in activation_joins:
+        sources = {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+        assert sources == {"FakeQuantize"}, (op.get_friendly_name(), sources)

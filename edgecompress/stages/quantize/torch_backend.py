@@ -157,6 +157,106 @@ def _fold_only_present_conv_kinds(gm: torch.fx.GraphModule) -> Iterator[None]:
         yield
 
 
+def _source_functions() -> dict[Any, Any]:
+    """aten op -> the torch function litert-torch's annotators look for in a node's `source_fn_stack`."""
+    import operator
+
+    from torch.nn import functional as F
+
+    aten = torch.ops.aten
+    return {
+        aten.add.Tensor: operator.add,
+        aten.mul.Tensor: operator.mul,
+        aten.cat.default: torch.cat,
+        aten.relu.default: F.relu,
+        aten.relu_.default: F.relu,
+        aten.hardtanh.default: F.hardtanh,
+        aten.max_pool2d.default: F.max_pool2d,
+        aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
+    }
+
+
+def restore_source_functions(gm: torch.fx.GraphModule) -> int:
+    """Give the graph's adds, muls, concats, ReLUs and pools the `source_fn_stack` that litert-torch's
+    annotators match on; returns how many nodes got one.
+
+    litert-torch 0.10 finds these ops with `get_source_partitions`, which reads `source_fn_stack`. Only
+    strict (dynamo) `torch.export` records it; the default non-strict export records `torch_fn` instead,
+    as a name string ('method_descriptor.add') that the add/cat/pool annotators do not compare against.
+    Left like that, every residual add and concat stays float: the .tflite gets a DEQUANTIZE before and
+    a QUANTIZE after each of them, and OpenVINO runs them in f32 between FakeQuantize ops; that made
+    int8 MobileNetV2 slower than fp32. The entry is built from the node's own `torch_fn` call name and its
+    aten op (so BatchNorm's `num_batches_tracked` counter, an `add_`, is never taken for a residual add).
+    """
+    functions = _source_functions()
+    restored = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.meta.get("source_fn_stack"):
+            continue
+        function = functions.get(node.target)
+        torch_fn = node.meta.get("torch_fn")
+        if function is None or not torch_fn:
+            continue
+        node.meta["source_fn_stack"] = [(torch_fn[0], function)]
+        restored += 1
+    return restored
+
+
+def _is_relu6(node: torch.fx.Node) -> bool:
+    aten = torch.ops.aten
+    if node.op != "call_function" or node.target not in (aten.hardtanh.default, aten.hardtanh_.default):
+        return False
+    low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+    high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+    return float(low) == 0.0 and float(high) == 6.0
+
+
+def annotate_conv_relu6(gm: torch.fx.GraphModule, config: Any, keep: Any) -> int:
+    """Annotate conv [-> BatchNorm] -> ReLU6 as one int8 op whose output is quantized after the clamp;
+    returns how many were annotated.
+
+    litert-torch 0.10 fuses conv + ReLU into one quantized op but has no such pattern for ReLU6
+    (hardtanh 0..6, MobileNet's activation): the conv output is quantized over its whole pre-activation
+    range (e.g. -20..15) and the ReLU6 shares that scale, so the 0..6 that survive the clamp get a
+    fraction of the 256 levels. Quantizing after the clamp, as TensorFlow's converter does for a fused
+    RELU6, gives them all 256 (several times finer) and still lowers to one CONV_2D / DEPTHWISE_CONV_2D
+    with a fused RELU6. The BatchNorm is there in QAT graphs (it is folded before annotation in PTQ).
+    `keep(node)` False leaves a pattern alone (keep_float).
+    """
+    from litert_torch.quantize import pt2e_quantizer_utils as utils
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    aten = torch.ops.aten
+    convs = (aten.conv1d.default, aten.conv2d.default, aten.convolution.default)
+    norms = (aten.batch_norm.default, aten._native_batch_norm_legit.default)
+    annotated = 0
+    for act in gm.graph.nodes:
+        if not _is_relu6(act) or not isinstance(act.args[0], torch.fx.Node):
+            continue
+        conv = act.args[0]
+        chain = [act]
+        if conv.target in norms and len(conv.users) == 1 and isinstance(conv.args[0], torch.fx.Node):
+            chain.append(conv)
+            conv = conv.args[0]
+        if conv.op != "call_function" or conv.target not in convs or len(conv.users) != 1:
+            continue
+        weight = conv.args[1]
+        bias = conv.args[2] if len(conv.args) > 2 else None
+        partition = [*chain, conv, weight] + ([bias] if isinstance(bias, torch.fx.Node) else [])
+        if utils._is_annotated(partition) or not all(keep(n) for n in partition):
+            continue
+        inputs = {conv.args[0]: utils.get_input_act_qspec(config), weight: utils.get_weight_qspec(config)}
+        if isinstance(bias, torch.fx.Node):
+            inputs[bias] = utils.get_bias_qspec(config)
+        conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=inputs, _annotated=True)
+        act.meta["quantization_annotation"] = QuantizationAnnotation(
+            output_qspec=utils.get_output_act_qspec(config), _annotated=True
+        )
+        utils._mark_nodes_as_annotated(partition)
+        annotated += 1
+    return annotated
+
+
 def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
     """litert-torch's PT2EQuantizer with its symmetric per-channel config; ops inside `float_layers`
     (module names) are left unannotated, so they stay float."""
@@ -174,6 +274,8 @@ def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
                     for name in float_layers
                 )
 
+            restore_source_functions(model)
+            annotate_conv_relu6(model, self.global_config, quantized)
             with mock.patch.object(
                 pt2e_quantizer_utils, "_get_aten_graph_module_for_pattern", _module_pattern
             ):

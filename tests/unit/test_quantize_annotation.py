@@ -1,0 +1,101 @@
+"""restore_source_functions: the graph facts litert-torch's annotators need, on a non-strict torch.export."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchao")
+
+from torch import nn  # noqa: E402
+
+from edgecompress.stages.quantize.torch_backend import restore_source_functions  # noqa: E402
+
+
+class Joins(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        z = torch.cat([y + x, torch.relu(y)], dim=1)
+        return torch.nn.functional.max_pool2d(z, 2) * 2.0
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train (QAT export)"])
+def test_adds_cats_relus_pools_get_their_source_function(train):
+    model = Joins().train(train)
+    gm = torch.export.export(model, (torch.zeros(2, 4, 8, 8),)).module()
+    restored = restore_source_functions(gm)
+    by_target = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function":
+            by_target.setdefault(node.target, []).append(node)
+    aten = torch.ops.aten
+    expected = {
+        aten.add.Tensor: operator.add,
+        aten.cat.default: torch.cat,
+        aten.relu.default: torch.nn.functional.relu,
+        aten.max_pool2d.default: torch.nn.functional.max_pool2d,
+        aten.mul.Tensor: operator.mul,
+    }
+    for target, function in expected.items():
+        nodes = by_target[target]
+        assert all(n.meta["source_fn_stack"][-1][1] is function for n in nodes), target
+    assert restored == sum(len(by_target[t]) for t in expected)
+    # BatchNorm's num_batches_tracked counter (an in-place add_ in a training graph) is not a residual add.
+    for node in by_target.get(aten.add_.Tensor, []):
+        assert not node.meta.get("source_fn_stack")
+    # Idempotent: a second pass finds nothing left to restore.
+    assert restore_source_functions(gm) == 0
+
+
+class MobileBlock(nn.Module):
+    """conv -> BN -> ReLU6, depthwise conv -> BN -> ReLU6, then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+        )
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
+def test_relu6_output_is_quantized_after_the_clamp(qat):
+    """conv [-> BN] -> ReLU6 is one int8 op: no quantize between conv and clamp, and the clamp's output scale
+    covers 0..6 only (a scale of about 6/255), not the conv's whole pre-activation range."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+    from edgecompress.stages.quantize.torch_backend import _fold_only_present_conv_kinds, make_quantizer
+
+    torch.manual_seed(0)
+    model = MobileBlock().train(qat)
+    example = (torch.randn(4, 1, 8, 8) * 4,)
+    gm = torch.export.export(model, example).module()
+    quantizer = make_quantizer(qat=qat, float_layers=())
+    prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(gm, quantizer)
+    prepared(*example)
+    with _fold_only_present_conv_kinds(prepared):
+        converted = convert_pt2e(prepared, fold_quantize=False)
+    aten, qd = torch.ops.aten, torch.ops.quantized_decomposed
+    clamps = [n for n in converted.graph.nodes if n.target in (aten.hardtanh.default, aten.hardtanh_.default)]
+    assert len(clamps) == 2
+    for clamp in clamps:
+        assert clamp.args[0].target == aten.conv2d.default  # BatchNorm folded, no q/dq in between
+        (quantize,) = clamp.users
+        assert quantize.target == qd.quantize_per_tensor.default
+        scale = quantize.args[1]
+        assert 0 < scale <= 6.0 / 255 + 1e-6
