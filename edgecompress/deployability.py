@@ -14,6 +14,7 @@ measurement's op profile (exec types as the plugin reported them on that device)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,8 +52,18 @@ class Deployability(BaseModel):
     fp32_p50_ms: float
     int8_p50_ms: float
     speedup: float = Field(description="fp32 p50 / int8 p50, both measured.")
-    faster: bool = Field(description="speedup >= 1 + min_gain.")
-    min_gain: float = Field(description="Smallest relative gain counted as faster.")
+    verdict: Literal["faster", "slower", "no measurable difference"] = Field(
+        description="faster: speedup >= 1 + min_gain and every int8 round beat every fp32 round; slower: the "
+        "mirror image; otherwise the difference is inside the rounds' spread or below min_gain."
+    )
+    faster: bool = Field(description="verdict == 'faster'.")
+    min_gain: float = Field(description="Smallest relative gain counted as faster (or loss as slower).")
+    fp32_p50_spread_ms: tuple[float, float] = Field(
+        description="Lowest and highest round p50 of the fp32 twin."
+    )
+    int8_p50_spread_ms: tuple[float, float] = Field(
+        description="Lowest and highest round p50 of the int8 artifact."
+    )
     cpu_model: str
     int8_dot_product: list[str] = Field(
         description="INT8_DOT_FLAGS present in the device's /proc/cpuinfo flags (as measure.py read them)."
@@ -211,10 +222,40 @@ def openvino_findings(profile: OpProfile | None, ir_op_types: list[str] | None =
     return findings
 
 
+def verdict_of(
+    speedup: float,
+    int8_spread: tuple[float, float],
+    fp32_spread: tuple[float, float],
+    *,
+    min_gain: float,
+) -> Literal["faster", "slower", "no measurable difference"]:
+    """'faster' when the median speedup is at least 1 + min_gain and the int8 rounds' slowest p50 is below
+    the fp32 rounds' fastest; 'slower' in the mirror case; else 'no measurable difference'."""
+    if speedup >= 1 + min_gain and int8_spread[1] < fp32_spread[0]:
+        return "faster"
+    if speedup <= 1 / (1 + min_gain) and int8_spread[0] > fp32_spread[1]:
+        return "slower"
+    return "no measurable difference"
+
+
 def _explain(
-    runtime: str, speedup: float, faster: bool, dot: list[str], findings: list[Finding], isa: list[str]
+    runtime: str,
+    speedup: float,
+    verdict: str,
+    dot: list[str],
+    findings: list[Finding],
+    isa: list[str],
+    spreads: tuple[tuple[float, float], tuple[float, float]],
 ) -> str:
-    measured = f"int8 runs {speedup:.2f}x as fast as fp32 (p50 vs p50)"
+    """One line from the measurement and the findings: speedup (with the rounds' spread), verdict, and
+    for an int8 model that is not faster the likely causes found in the graph or on the CPU."""
+    (i_lo, i_hi), (f_lo, f_hi) = spreads
+    spread = (
+        f"; round p50s int8 {i_lo:.3f}–{i_hi:.3f} ms, fp32 {f_lo:.3f}–{f_hi:.3f} ms"
+        if (i_lo, f_lo) != (i_hi, f_hi)
+        else ""
+    )
+    measured = f"int8 runs {speedup:.2f}x as fast as fp32 (median p50s{spread})"
     dot_text = (
         f"the CPU has int8 dot-product instructions ({', '.join(dot)})"
         if dot
@@ -222,23 +263,27 @@ def _explain(
         + ", ".join(INT8_DOT_FLAGS)
         + " in its flags)"
     )
-    graph = [f for f in findings if f.kind != "cpu"]
-    if faster:
+    if verdict == "faster":
         return f"{measured}: faster; {dot_text}."
+    said = (
+        "not faster: no measurable difference (under the 5% threshold or inside the rounds' spread)"
+        if verdict == "no measurable difference"
+        else "not faster: slower"
+    )
     blockers = [
         f.message.split(":")[0]
-        for f in graph
+        for f in findings
         if f.kind
         in ("not_delegated", "quantize_dequantize", "float_ops", "float_exec", "fakequantize_unfused")
     ]
     if blockers:
-        return f"{measured}: not faster; likely causes found in the graph: {'; '.join(blockers)}; {dot_text}."
+        return f"{measured}: {said}; likely causes found in the graph: {'; '.join(blockers)}; {dot_text}."
     if not dot and runtime == "litert" and "avx2" in isa:
         return (
-            f"{measured}: not faster; every op runs in XNNPACK, and on AVX2 without VNNI XNNPACK's int8 "
+            f"{measured}: {said}; every op runs in XNNPACK, and on AVX2 without VNNI XNNPACK's int8 "
             f"kernels have no int8 dot-product instruction to use ({dot_text})."
         )
-    return f"{measured}: not faster; inspection found no graph cause; {dot_text}."
+    return f"{measured}: {said}; inspection found no graph cause; {dot_text}."
 
 
 def diagnose(
@@ -254,7 +299,8 @@ def diagnose(
         int8, fp32: measurements of the two artifacts, same runtime and same device (EdgeCompressError
             otherwise). OpenVINO exec-type findings need `int8.op_profile` (LocalRunner fills it).
         int8_path: the int8 artifact (.tflite, or OpenVINO .xml) for inspection on this machine.
-        min_gain: relative gain below which int8 counts as "not faster" (default 5 %).
+        min_gain: relative gain below which int8 counts as "not faster" (default 5 %). With several
+            rounds (`latency.rounds_p50_ms`) the verdict also needs the two sides' round p50s not to overlap.
 
     LiteRT inspection loads the .tflite on the LiteRT Interpreter here (the op inventory: who runs each op,
     dtypes); it needs ai-edge-litert (or tflite-runtime). OpenVINO reads the IR's op types with openvino.
@@ -265,7 +311,8 @@ def diagnose(
             f"and fp32 {fp32.runtime}@{fp32.device}"
         )
     speedup = fp32.latency.p50_ms / int8.latency.p50_ms
-    faster = speedup >= 1 + min_gain
+    spreads = (int8.latency.spread_ms, fp32.latency.spread_ms)
+    verdict = verdict_of(speedup, *spreads, min_gain=min_gain)
     dot = int8_dot_product(int8.isa_flags)
     path = Path(int8_path)
     if int8.runtime == "litert":
@@ -296,18 +343,23 @@ def diagnose(
         fp32_p50_ms=fp32.latency.p50_ms,
         int8_p50_ms=int8.latency.p50_ms,
         speedup=speedup,
-        faster=faster,
+        verdict=verdict,
+        faster=verdict == "faster",
         min_gain=min_gain,
+        fp32_p50_spread_ms=spreads[1],
+        int8_p50_spread_ms=spreads[0],
         cpu_model=int8.cpu_model,
         int8_dot_product=dot,
         findings=findings,
-        explanation=_explain(int8.runtime, speedup, faster, dot, findings, int8.isa_flags),
+        explanation=_explain(int8.runtime, speedup, verdict, dot, findings, int8.isa_flags, spreads),
     )
 
 
 def render(result: Deployability, *, title: str = "") -> list[str]:
     """Markdown lines for the report: verdict, measured numbers, explanation, findings."""
-    verdict = "faster" if result.faster else "NOT faster"
+    verdict = {"faster": "faster", "slower": "NOT faster (slower)"}.get(
+        result.verdict, "NOT faster (no measurable difference)"
+    )
     head = f"### int8 deployability{': ' + title if title else ''} ({result.runtime}, {result.device})"
     out = [
         head,

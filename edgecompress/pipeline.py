@@ -218,25 +218,49 @@ class _Build:
         return exported
 
     def _profile_all(self, exported: list[_Exported], devices: list[DeviceProfile]) -> list[ArtifactResult]:
+        """Measure every artifact on every device in `profile.rounds` fresh-process rounds, interleaved
+        (A, B, C, A, B, C, ...) so that a slow spell of the machine falls on all artifacts alike; the per-op
+        profile is taken in the first round only."""
+        from edgecompress.profiling import combine_rounds
+
+        spec = self.recipe.profile
+        rounds: dict[tuple[str, str], list[Any]] = {}
+        for device in devices if self.profile else []:
+            here = [e.artifact for e in exported if e.artifact.runtime in device.runtimes]
+            for artifact in (e.artifact for e in exported if e.artifact.runtime not in device.runtimes):
+                self.ui.warn(
+                    f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
+                )
+            runner = RUNNERS.get(device.connection.runner)()
+            self.ui.info(
+                f"profiling {len(here)} artifacts on {device.name}: {spec.rounds} interleaved fresh-process "
+                f"round{'s' if spec.rounds > 1 else ''} of {spec.runs} timed runs each"
+            )
+            with self.ui.progress(f"profiling on {device.name}", total=spec.rounds * len(here)) as task:
+                for r in range(spec.rounds):
+                    for artifact in here:
+                        self.ui.debug(
+                            f"profiling {artifact.name} on {device.name}, round {r + 1}/{spec.rounds}"
+                        )
+                        rounds.setdefault((artifact.name, device.name), []).append(
+                            runner.run(
+                                artifact,
+                                device,
+                                runs=spec.runs,
+                                warmup_seconds=spec.warmup_seconds,
+                                threads=spec.threads or device.threads,
+                                op_profile=r == 0,
+                            )
+                        )
+                        task.advance()
         artifacts = []
         for item in exported:
             artifact = item.artifact
-            measurements = {}
-            for device in devices if self.profile else []:
-                if artifact.runtime not in device.runtimes:
-                    self.ui.warn(
-                        f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
-                    )
-                    continue
-                runner = RUNNERS.get(device.connection.runner)()
-                self.ui.info(f"profiling {artifact.name} on {device.name}")
-                measurements[device.name] = runner.run(
-                    artifact,
-                    device,
-                    runs=self.recipe.profile.runs,
-                    warmup_seconds=self.recipe.profile.warmup_seconds,
-                    threads=self.recipe.profile.threads or device.threads,
-                )
+            measurements = {
+                device.name: combine_rounds(rounds[(artifact.name, device.name)])
+                for device in devices
+                if (artifact.name, device.name) in rounds
+            }
             artifacts.append(
                 ArtifactResult(
                     name=artifact.name,

@@ -96,6 +96,24 @@ class SplitSpec(_Strict):
     )
 
 
+class AugmentSpec(_Strict):
+    shift: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Random translation of each training image by up to this many pixels in each direction "
+        "(a new draw per image and step; the edge pixels are repeated into the uncovered border).",
+    )
+    hflip: bool = Field(
+        default=False,
+        description="Random horizontal flips (off for digits and text, where a flip changes the class).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.shift > 0 or self.hflip
+
+
 class DataSpec(_Strict):
     dataset: str = Field(
         default="digits",
@@ -115,6 +133,11 @@ class DataSpec(_Strict):
         description="Per-channel normalisation after scaling pixels to [0, 1]; recorded in exports.",
     )
     batch_size: int = Field(default=64, gt=0, description="Training and evaluation batch size.")
+    augment: AugmentSpec = Field(
+        default_factory=AugmentSpec,
+        description="Augmentation of training batches in every training stage (train, distill, QAT); with "
+        "distillation the teacher sees the same augmented images (its targets are computed per batch).",
+    )
     split: SplitSpec = Field(default_factory=SplitSpec, description="How data is split (seeded, stratified).")
 
 
@@ -158,6 +181,14 @@ class ProfileSpec(_Strict):
         default=1.0, ge=0, description="Seconds of untimed inference before timing."
     )
     threads: int | None = Field(default=None, gt=0, description="Inference threads; default: the device's.")
+    rounds: int = Field(
+        default=3,
+        ge=1,
+        le=50,
+        description="Fresh-process measurements of each artifact, interleaved across the artifacts of a "
+        "device (artifact A, B, C, then A, B, C again ...); the reported p50 is the median of the rounds' "
+        "p50s and their spread is kept, so a speedup inside the spread is reported as no measurable difference.",
+    )
     enabled: bool = Field(default=True, description="Set false to skip latency and memory profiling.")
 
 

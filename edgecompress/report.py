@@ -167,17 +167,23 @@ class Report(BaseModel):
                 "## Latency and memory",
                 "",
                 "Timed after load, first inference and warm-up; batch 1; peak RSS of a fresh process that "
-                "loaded and ran the artifact.",
+                "loaded and ran the artifact. With several rounds (fresh processes, interleaved across the "
+                "artifacts) p50 is the median of the rounds' p50s, shown with their range; the other columns "
+                "are those of the median round.",
                 "",
-                "| device | artifact | threads | p50 ms | p90 ms | p99 ms | mean ± std ms | load ms | first ms | "
+                "| device | artifact | threads | p50 ms (rounds) | p90 ms | p99 ms | mean ± std ms | load ms | first ms | "
                 "peak RSS MiB | energy mJ (est.) |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for a, d, m in rows:
                 lat = m.latency
                 energy = f"{m.energy_mj_estimated:.3f}" if m.energy_mj_estimated is not None else "—"
+                low, high = lat.spread_ms
+                rounds = (
+                    f" ({low:.3f}–{high:.3f}, {len(lat.rounds_p50_ms)})" if len(lat.rounds_p50_ms) > 1 else ""
+                )
                 out.append(
-                    f"| {d} | {a.name} | {m.threads} | {lat.p50_ms:.3f} | {lat.p90_ms:.3f} | {lat.p99_ms:.3f} | "
+                    f"| {d} | {a.name} | {m.threads} | {lat.p50_ms:.3f}{rounds} | {lat.p90_ms:.3f} | {lat.p99_ms:.3f} | "
                     f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f} | {m.load_ms:.1f} | {m.first_inference_ms:.2f} | "
                     f"{m.peak_rss_mb:.1f} | {energy} |"
                 )

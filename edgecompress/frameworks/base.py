@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from edgecompress.console import UI
     from edgecompress.data import DataBundle
-    from edgecompress.recipe import ModelSpec
+    from edgecompress.recipe import DataSpec, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class FitOptions:
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the distillation term; (1 - alpha) on the hard-label loss
     keep_best: bool = True  # restore the weights with the best validation accuracy
+    augment_shift: int = 0  # random translation of training images by up to this many pixels
+    augment_hflip: bool = False  # random horizontal flips of training images
     description: str = "train"
     #: Called as `on_epoch_start(epoch, model)` (epoch from 0) after the model is put in train mode, before
     #: the epoch's first batch; e.g. QAT freezes its observers there.
@@ -59,10 +61,18 @@ class FitOptions:
 SHARED_FIT_FIELDS = ("epochs", "lr", "optimizer", "weight_decay", "schedule", "keep_best")
 
 
-def fit_options(config: Any, *, batch_size: int, description: str, **extra: Any) -> FitOptions:
-    """FitOptions from a stage config's shared training fields plus stage-specific `extra` ones."""
+def fit_options(config: Any, *, data: DataSpec, description: str, **extra: Any) -> FitOptions:
+    """FitOptions from a stage config's shared training fields, the recipe's data section (batch size,
+    augmentation) and stage-specific `extra` ones."""
     common = {name: getattr(config, name) for name in SHARED_FIT_FIELDS}
-    return FitOptions(**common, batch_size=batch_size, description=description, **extra)
+    return FitOptions(
+        **common,
+        batch_size=data.batch_size,
+        augment_shift=data.augment.shift,
+        augment_hflip=data.augment.hflip,
+        description=description,
+        **extra,
+    )
 
 
 class FrameworkAdapter(Protocol):

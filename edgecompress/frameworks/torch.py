@@ -167,8 +167,9 @@ class TorchAdapter:
         """Train in place: cross-entropy, or Hinton distillation when `options.teacher` is set.
 
         loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y).
-        The teacher runs in eval mode without gradients; as training uses no augmentation, its logits are
-        computed once for the training split. Weight decay skips biases and normalisation weights. The
+        The teacher runs in eval mode without gradients: without augmentation its logits are computed once
+        for the training split; with it (options.augment_*), on each augmented batch, so student and teacher
+        see the same images. Weight decay skips biases and normalisation weights. The
         learning rate follows a per-step cosine from `lr` to 0 (or stays constant). Returns the model in
         eval mode, with the best-validation weights when `options.keep_best`.
         """
@@ -187,10 +188,18 @@ class TorchAdapter:
         x = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
         y = torch.from_numpy(np.ascontiguousarray(data.train.y, dtype=np.int64))
         temperature = options.temperature
+        augmenting = options.augment_shift > 0 or options.augment_hflip
+        if augmenting and x.ndim != 4:
+            raise ModelError(
+                f"{options.description}: data.augment needs image batches (4 dimensions); the training inputs "
+                f"have shape {list(x.shape)}"
+            )
         teacher_log_probs = None
-        if options.teacher is not None:
+        if options.teacher is not None and not augmenting:  # fixed inputs: the teacher's targets once
             teacher_logits = torch.from_numpy(self.predict(options.teacher, data.train.x))
             teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
+        if options.teacher is not None and augmenting:
+            options.teacher.eval()
 
         groups = [
             {"params": [p for p in params if p.ndim > 1], "weight_decay": options.weight_decay},
@@ -223,6 +232,14 @@ class TorchAdapter:
                     if len(idx) < 2 and start > 0:
                         break  # batch norm cannot train on a single example
                     xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                    if augmenting:
+                        xb = augment_batch(
+                            xb,
+                            shift=options.augment_shift,
+                            hflip=options.augment_hflip,
+                            channels_last=data.layout == "NHWC",
+                            generator=shuffle,
+                        )
                     try:
                         logits = model(xb)
                     except Exception as exc:
@@ -231,10 +248,15 @@ class TorchAdapter:
                             f"{one_line(exc)}"
                         ) from exc
                     loss = F.cross_entropy(logits, yb, label_smoothing=options.label_smoothing)
-                    if teacher_log_probs is not None:
+                    if options.teacher is not None:
+                        if teacher_log_probs is not None:
+                            targets = teacher_log_probs.index_select(0, idx)
+                        else:  # the teacher sees the same augmented batch (consistent teaching)
+                            with torch.no_grad():
+                                targets = F.log_softmax(options.teacher(xb) / temperature, dim=1)
                         kd = F.kl_div(
                             F.log_softmax(logits / temperature, dim=1),
-                            teacher_log_probs.index_select(0, idx),
+                            targets,
                             reduction="batchmean",
                             log_target=True,
                         )
@@ -273,6 +295,30 @@ class TorchAdapter:
 
 
 # ---------------------------------------------------------------------------------- shared helpers
+
+
+def augment_batch(x: Any, *, shift: int, hflip: bool, channels_last: bool, generator: Any) -> Any:
+    """A randomly translated (by up to `shift` pixels each way, edges repeated into the border) and, with
+    `hflip`, randomly mirrored copy of a batch of images; one draw per image from `generator`."""
+    import torch
+    from torch.nn import functional as F
+
+    if channels_last:
+        x = x.permute(0, 3, 1, 2)
+    n, _, height, width = x.shape
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if shift > 0:
+        padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(height))[:, :, None]
+        cols = (dx[:, None] + torch.arange(width))[:, None, :]
+        # (n, H, W, C) by advanced indexing, back to (n, C, H, W)
+        x = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    x = x.contiguous()
+    return x.permute(0, 2, 3, 1).contiguous() if channels_last else x
 
 
 def _prunable_types() -> tuple[type, ...]:

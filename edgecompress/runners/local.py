@@ -42,7 +42,9 @@ class LocalRunner:
         self.op_profile = op_profile
         self.op_profile_runs = op_profile_runs
 
-    def command(self, artifact: Artifact, *, runs: int, warmup_seconds: float, threads: int) -> list[str]:
+    def command(
+        self, artifact: Artifact, *, runs: int, warmup_seconds: float, threads: int, op_profile: bool
+    ) -> list[str]:
         return [
             sys.executable,
             str(MEASURE_SCRIPT),
@@ -61,13 +63,22 @@ class LocalRunner:
                 if artifact.inference_precision
                 else []
             ),
-            *(["--op-profile", "--op-profile-runs", str(self.op_profile_runs)] if self.op_profile else []),
+            *(["--op-profile", "--op-profile-runs", str(self.op_profile_runs)] if op_profile else []),
         ]
 
     def run(
-        self, artifact: Artifact, device: DeviceProfile, *, runs: int, warmup_seconds: float, threads: int
+        self,
+        artifact: Artifact,
+        device: DeviceProfile,
+        *,
+        runs: int,
+        warmup_seconds: float,
+        threads: int,
+        op_profile: bool | None = None,
     ) -> Measurements:
         """Measurements of `artifact` here; DeviceError with the end of the script's stderr if it fails.
+
+        `op_profile` overrides the runner's setting for this run (later rounds of the same artifact skip it).
 
         `energy_mj_estimated` is set only when the device has a power model, and is an estimate (see
         `estimated_energy_mj`), never a measurement.
@@ -77,7 +88,13 @@ class LocalRunner:
                 f"{device.name}: cannot profile {artifact.name}: its runtime '{artifact.runtime}' is not among "
                 f"the device's runtimes ({', '.join(device.runtimes)})"
             )
-        cmd = self.command(artifact, runs=runs, warmup_seconds=warmup_seconds, threads=threads)
+        cmd = self.command(
+            artifact,
+            runs=runs,
+            warmup_seconds=warmup_seconds,
+            threads=threads,
+            op_profile=self.op_profile if op_profile is None else op_profile,
+        )
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=self.timeout_seconds, check=False

@@ -28,7 +28,7 @@ stages:
 export:
   - {{format: tflite, precision: fp32}}
   - {{format: openvino, precision: fp32}}
-profile: {{runs: 30, warmup_seconds: 0.2}}
+profile: {{runs: 30, warmup_seconds: 0.2, rounds: 2}}
 """
 
 
@@ -81,6 +81,8 @@ def test_artifacts_verified_and_profiled(built):
         assert a.parity.agreement >= 0.99
         m = a.measurements["desktop"]
         assert m.latency.runs == 30 and 0 < m.latency.p50_ms <= m.latency.p99_ms
+        assert len(m.latency.rounds_p50_ms) == 2 and m.latency.p50_ms == min(m.latency.rounds_p50_ms)
+        assert m.op_profile is not None  # taken in the first round
         assert m.peak_rss_mb >= m.baseline_rss_mb > 0 and m.file_size_bytes > 0
     assert all(g.passed for g in report.gates)
 

@@ -318,3 +318,61 @@ def test_finding_model_is_frozen():
     f = Finding(kind="cpu", count=0, message="m")
     with pytest.raises(ValidationError):
         f.count = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("speedup", "int8", "fp32", "verdict"),
+    [
+        (2.0, (0.50, 0.52), (1.00, 1.05), "faster"),
+        (1.5, (0.60, 1.10), (0.90, 1.00), "no measurable difference"),  # rounds overlap
+        (1.03, (0.97, 0.97), (1.00, 1.00), "no measurable difference"),  # under min_gain
+        (0.5, (2.00, 2.10), (1.00, 1.05), "slower"),
+        (0.8, (1.00, 1.30), (0.90, 1.05), "no measurable difference"),
+    ],
+)
+def test_verdict_needs_the_gain_and_separated_rounds(speedup, int8, fp32, verdict):
+    from edgecompress.deployability import verdict_of
+
+    assert verdict_of(speedup, int8, fp32, min_gain=0.05) == verdict
+
+
+def _rounds(*p50s, op_profile_in=0, rss=(10.0,)):
+    out = []
+    for i, p in enumerate(p50s):
+        m = _measurements(p50=p, op_profile=OV_PROFILE if i == op_profile_in else None)
+        out.append(m.model_copy(update={"peak_rss_mb": rss[i % len(rss)]}))
+    return out
+
+
+def test_combine_rounds_takes_the_median_round_and_keeps_the_spread():
+    from edgecompress.profiling import combine_rounds
+
+    combined = combine_rounds(_rounds(1.4, 1.0, 1.1, op_profile_in=0, rss=(10.0, 12.0, 11.0)))
+    assert combined.latency.p50_ms == 1.1
+    assert combined.latency.rounds_p50_ms == [1.4, 1.0, 1.1]
+    assert combined.latency.spread_ms == (1.0, 1.4)
+    assert combined.op_profile == OV_PROFILE  # taken in the first round only, kept
+    assert combined.peak_rss_mb == 12.0
+    even = combine_rounds(_rounds(2.0, 1.0))
+    assert even.latency.p50_ms == 1.0  # lower median
+    single = combine_rounds(_rounds(0.7))
+    assert single.latency.rounds_p50_ms == [0.7] and single.latency.spread_ms == (0.7, 0.7)
+    with pytest.raises(ValueError):
+        combine_rounds([])
+
+
+def test_diagnose_inside_the_spread_is_no_measurable_difference(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from edgecompress.profiling import combine_rounds
+
+    monkeypatch.setattr(
+        "openvino.Core.read_model", lambda self, path: type("M", (), {"get_ops": lambda s: []})()
+    )
+    int8 = combine_rounds(_rounds(0.085, 0.116, 0.090))
+    fp32 = combine_rounds(_rounds(0.110, 0.100, 0.105))
+    result = diagnose(int8=int8, fp32=fp32, int8_path=tmp_path / "m.xml")
+    assert result.speedup == pytest.approx(0.105 / 0.090)
+    assert result.verdict == "no measurable difference" and not result.faster
+    assert result.int8_p50_spread_ms == (0.085, 0.116) and result.fp32_p50_spread_ms == (0.100, 0.110)
+    assert "no measurable difference" in result.explanation and "0.085–0.116" in result.explanation
+    assert any("NOT faster (no measurable difference)" in line for line in render(result))

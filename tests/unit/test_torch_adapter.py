@@ -416,3 +416,87 @@ def test_fit_trains_torchscript_and_exported_models(adapter, recipe_path, digits
 def test_fit_without_trainable_parameters(adapter, digits):
     with pytest.raises(ModelError, match="no trainable parameters"):
         adapter.fit(ConstantTeacher(), digits, FitOptions(epochs=1, lr=1e-3), seed=0, ui=RecordingUI())
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+
+
+def test_augment_batch_translates_each_image_by_at_most_shift():
+    from edgecompress.frameworks.torch import augment_batch
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0  # one bright pixel in the middle
+    out = augment_batch(
+        x, shift=2, hflip=False, channels_last=False, generator=torch.Generator().manual_seed(0)
+    )
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    where = out[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 9, where % 9
+    assert (rows - 4).abs().max() <= 2 and (cols - 4).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 10  # drawn per image
+    assert torch.equal(
+        augment_batch(x, shift=0, hflip=False, channels_last=False, generator=torch.Generator()), x
+    )
+
+
+def test_augment_batch_replicates_edges_and_flips_in_either_layout():
+    from edgecompress.frameworks.torch import augment_batch
+
+    ramp = torch.arange(6.0).repeat(6, 1)  # columns 0..5
+    x = ramp[None, None].repeat(32, 1, 1, 1)
+    out = augment_batch(
+        x, shift=1, hflip=False, channels_last=False, generator=torch.Generator().manual_seed(1)
+    )
+    assert out.min() == 0 and out.max() == 5  # edges repeated, never zero-filled beyond the range
+    flipped = augment_batch(
+        x, shift=0, hflip=True, channels_last=False, generator=torch.Generator().manual_seed(1)
+    )
+    mirrored = [bool(torch.equal(f, x[0].flip(2))) for f in flipped]
+    assert any(mirrored) and not all(mirrored)
+    nhwc = augment_batch(
+        x.permute(0, 2, 3, 1),
+        shift=0,
+        hflip=True,
+        channels_last=True,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert torch.equal(nhwc.permute(0, 3, 1, 2), flipped)
+
+
+class CountingTeacher(nn.Module):
+    """A fixed teacher that counts the images it is shown."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.inner(x)
+
+
+def test_distillation_with_augmentation_asks_the_teacher_per_batch(adapter, recipe_path, digits):
+    teacher = CountingTeacher(tiny(adapter, recipe_path))
+    student = tiny(adapter, recipe_path)
+    options = FitOptions(epochs=2, lr=5e-3, teacher=teacher, augment_shift=1, keep_best=False)
+    adapter.fit(student, digits, options, seed=0, ui=RecordingUI())
+    assert teacher.seen == 2 * len(digits.train)  # the augmented batches, not one pass over the split
+    teacher.seen = 0
+    plain = FitOptions(epochs=2, lr=5e-3, teacher=teacher, keep_best=False)
+    adapter.fit(tiny(adapter, recipe_path), digits, plain, seed=0, ui=RecordingUI())
+    assert teacher.seen == len(digits.train)  # targets computed once
+
+
+def test_fit_options_take_batch_size_and_augmentation_from_the_data_section():
+    from edgecompress.frameworks.base import fit_options
+    from edgecompress.stages.distill.stage import DistillConfig
+
+    data = DataSpec(batch_size=32, augment={"shift": 2})
+    options = fit_options(DistillConfig(epochs=3), data=data, description="distill")
+    assert (options.batch_size, options.augment_shift, options.augment_hflip, options.epochs) == (
+        32,
+        2,
+        False,
+        3,
+    )

@@ -65,7 +65,7 @@ def distill_backend(model: Any, config: DistillConfig, ctx: RunContext) -> Any:
     ctx.note("teacher", config.teacher or "model before the first compressing stage")
     options = fit_options(
         config,
-        batch_size=ctx.recipe.data.batch_size,
+        data=ctx.recipe.data,
         description="distill",
         teacher=teacher,
         temperature=config.temperature,

@@ -485,7 +485,7 @@ def _fine_tune(prepared: PT2EModule, float_model: Any, config: QuantizeConfig, c
 
     options = fit_options(
         config,
-        batch_size=ctx.recipe.data.batch_size,
+        data=ctx.recipe.data,
         description="quantize (qat)",
         teacher=teacher,
         temperature=config.temperature,

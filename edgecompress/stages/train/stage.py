@@ -47,7 +47,7 @@ def fit_backend(model: Any, config: TrainConfig, ctx: RunContext) -> Any:
 
     options = fit_options(
         config,
-        batch_size=ctx.recipe.data.batch_size,
+        data=ctx.recipe.data,
         description="train",
         label_smoothing=config.label_smoothing,
     )
