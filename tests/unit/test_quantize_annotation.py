@@ -99,3 +99,33 @@ def test_relu6_output_is_quantized_after_the_clamp(qat):
         assert quantize.target == qd.quantize_per_tensor.default
         scale = quantize.args[1]
         assert 0 < scale <= 6.0 / 255 + 1e-6
+
+
+class ResidualRelu(nn.Module):
+    """An nn.ReLU inside and a torch.relu after the residual add (as in ResNet's basic block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + x)
+
+
+def test_add_then_relu_is_one_int8_op():
+    """The add's output is not quantized on its own: the relu after it carries the output scale (litert-torch's
+    add_relu pattern). torch_fn names repeat ('relu_1' for the nn.ReLU and the torch.relu alike), so the
+    restored entries must be keyed per node, or the two relus would merge into one partition."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgecompress.stages.quantize.torch_backend import make_quantizer
+
+    gm = torch.export.export(ResidualRelu().eval(), (torch.randn(2, 4, 8, 8),)).module()
+    restore_source_functions(gm)
+    keys = [n.meta["source_fn_stack"][-1][0] for n in gm.graph.nodes if n.meta.get("source_fn_stack")]
+    assert len(keys) == len(set(keys))
+    prepared = prepare_pt2e(gm, make_quantizer(qat=False, float_layers=()))
+    (add,) = [n for n in prepared.graph.nodes if n.target == torch.ops.aten.add.Tensor]
+    assert [u.target for u in add.users] == [torch.ops.aten.relu.default]
+    (relu,) = add.users
+    assert all(u.op == "call_module" and "activation_post_process" in str(u.target) for u in relu.users)

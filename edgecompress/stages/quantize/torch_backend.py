@@ -185,8 +185,9 @@ def restore_source_functions(gm: torch.fx.GraphModule) -> int:
     as a name string ('method_descriptor.add') that the add/cat/pool annotators do not compare against.
     Left like that, every residual add and concat stays float: the .tflite gets a DEQUANTIZE before and
     a QUANTIZE after each of them, and OpenVINO runs them in f32 between FakeQuantize ops; that made
-    int8 MobileNetV2 slower than fp32. The entry is built from the node's own `torch_fn` call name and its
-    aten op (so BatchNorm's `num_batches_tracked` counter, an `add_`, is never taken for a residual add).
+    int8 MobileNetV2 slower than fp32. Only nodes with a `torch_fn` (a call in the model's code) and an
+    out-of-place aten op get one (so BatchNorm's `num_batches_tracked` counter, an `add_`, is never taken
+    for a residual add).
     """
     functions = _source_functions()
     restored = 0
@@ -194,10 +195,11 @@ def restore_source_functions(gm: torch.fx.GraphModule) -> int:
         if node.op != "call_function" or node.meta.get("source_fn_stack"):
             continue
         function = functions.get(node.target)
-        torch_fn = node.meta.get("torch_fn")
-        if function is None or not torch_fn:
+        if function is None or not node.meta.get("torch_fn"):
             continue
-        node.meta["source_fn_stack"] = [(torch_fn[0], function)]
+        # keyed by the node's own (unique) name: torch_fn names repeat across calls ('relu_1' for both an
+        # nn.ReLU and a torch.relu), and a shared key would merge two ops into one partition
+        node.meta["source_fn_stack"] = [(node.name, function)]
         restored += 1
     return restored
 
