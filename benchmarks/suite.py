@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,7 +105,7 @@ class Meter:
                     artifact, self.device, runs=s.runs, warmup_seconds=s.warmup, threads=s.threads
                 )
                 p50s[key].append(float(m.latency.p50_ms))
-        return {key: Timing(statistics.median(v), min(v), max(v)) for key, v in p50s.items()}
+        return {key: Timing(min(v), min(v), max(v)) for key, v in p50s.items()}
 
     def accuracy(self, artifact: Any, split: Any, num_outputs: int) -> float:
         from edgecompress.exporters.parity import run_artifact

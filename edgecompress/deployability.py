@@ -229,7 +229,7 @@ def verdict_of(
     *,
     min_gain: float,
 ) -> Literal["faster", "slower", "no measurable difference"]:
-    """'faster' when the median speedup is at least 1 + min_gain and the int8 rounds' slowest p50 is below
+    """'faster' when the speedup is at least 1 + min_gain and the int8 rounds' slowest p50 is below
     the fp32 rounds' fastest; 'slower' in the mirror case; else 'no measurable difference'."""
     if speedup >= 1 + min_gain and int8_spread[1] < fp32_spread[0]:
         return "faster"
@@ -255,7 +255,7 @@ def _explain(
         if (i_lo, f_lo) != (i_hi, f_hi)
         else ""
     )
-    measured = f"int8 runs {speedup:.2f}x as fast as fp32 (median p50s{spread})"
+    measured = f"int8 runs {speedup:.2f}x as fast as fp32 (best-round p50s{spread})"
     dot_text = (
         f"the CPU has int8 dot-product instructions ({', '.join(dot)})"
         if dot

@@ -186,8 +186,9 @@ class ProfileSpec(_Strict):
         ge=1,
         le=50,
         description="Fresh-process measurements of each artifact, interleaved across the artifacts of a "
-        "device (artifact A, B, C, then A, B, C again ...); the reported p50 is the median of the rounds' "
-        "p50s and their spread is kept, so a speedup inside the spread is reported as no measurable difference.",
+        "device (artifact A, B, C, then A, B, C again ...); the reported p50 is the lowest of the rounds' p50s "
+        "(interference only slows a run) and their spread is kept, so a speedup inside the spread is "
+        "reported as no measurable difference.",
     )
     enabled: bool = Field(default=True, description="Set false to skip latency and memory profiling.")
 

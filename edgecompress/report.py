@@ -168,8 +168,8 @@ class Report(BaseModel):
                 "",
                 "Timed after load, first inference and warm-up; batch 1; peak RSS of a fresh process that "
                 "loaded and ran the artifact. With several rounds (fresh processes, interleaved across the "
-                "artifacts) p50 is the median of the rounds' p50s, shown with their range; the other columns "
-                "are those of the median round.",
+                "artifacts) p50 is the lowest of the rounds' p50s (interference only slows a run), shown with "
+                "the rounds' range; the other columns are those of that round.",
                 "",
                 "| device | artifact | threads | p50 ms (rounds) | p90 ms | p99 ms | mean ± std ms | load ms | first ms | "
                 "peak RSS MiB | energy mJ (est.) |",

@@ -81,7 +81,9 @@ def test_artifacts_verified_and_profiled(built):
         assert a.parity.agreement >= 0.99
         m = a.measurements["desktop"]
         assert m.latency.runs == 30 and 0 < m.latency.p50_ms <= m.latency.p99_ms
-        assert len(m.latency.rounds_p50_ms) == 2 and m.latency.p50_ms == min(m.latency.rounds_p50_ms)
+        assert len(m.latency.rounds_p50_ms) == 2 and m.latency.p50_ms == min(
+            m.latency.rounds_p50_ms
+        )  # the fastest round
         assert m.op_profile is not None  # taken in the first round
         assert m.peak_rss_mb >= m.baseline_rss_mb > 0 and m.file_size_bytes > 0
     assert all(g.passed for g in report.gates)

@@ -127,6 +127,7 @@ def test_quantize_records_what_it_did(ptq, qat):
         assert notes["calibration_samples"] == (128 if mode == "ptq" else 256)
         assert notes["quantized_weight_ops"] >= 9
         assert 0.5 < notes["val_accuracy_int8"] <= 1 and 0.5 < notes["val_accuracy_float"] <= 1
+        assert notes["float_fallback_ops"] == []  # every add, concat, relu and pool has an int8 pattern
     assert ptq[0].notes[0]["keep_float"] == ["fc"] and ptq[0].notes[0]["float_weight_ops"] == 1
     assert qat[0].notes[0]["keep_float"] == [] and qat[0].notes[0]["float_weight_ops"] == 0
     assert qat[0].notes[0]["epochs"] == 2 and qat[0].notes[0]["zero_weights_kept"] == 9  # one 3x3 kernel

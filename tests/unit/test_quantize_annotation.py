@@ -129,3 +129,62 @@ def test_add_then_relu_is_one_int8_op():
     assert [u.target for u in add.users] == [torch.ops.aten.relu.default]
     (relu,) = add.users
     assert all(u.op == "call_module" and "activation_post_process" in str(u.target) for u in relu.users)
+
+
+class WithSilu(nn.Module):
+    """A conv-BN-SiLU (no int8 pattern in litert-torch's quantizer) between int8-friendly layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.mid = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.mid(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
+def test_float_fallbacks_name_the_ops_the_quantizer_cannot_make_int8(qat):
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    from edgecompress.stages.quantize.torch_backend import make_quantizer
+
+    # the mean after the SiLU has no int8 input to share a scale with, so it stays float as well
+    silu = [("silu", "mid.2"), ("mean", "")]
+    for model, expected in ((WithSilu(), silu), (MobileBlock(), []), (ResidualRelu(), [])):
+        shape = (2, 4, 8, 8) if isinstance(model, ResidualRelu) else (2, 1, 8, 8)
+        gm = torch.export.export(model.train(qat), (torch.randn(shape),)).module()
+        quantizer = make_quantizer(qat=qat, float_layers=())
+        (prepare_qat_pt2e if qat else prepare_pt2e)(gm, quantizer)
+        assert quantizer.float_fallbacks == expected, type(model).__name__
+    # a layer kept float on purpose is not a fallback; the mean it feeds still runs float and is named
+    gm = torch.export.export(WithSilu().train(qat), (torch.randn(2, 1, 8, 8),)).module()
+    quantizer = make_quantizer(qat=qat, float_layers=("mid",))
+    (prepare_qat_pt2e if qat else prepare_pt2e)(gm, quantizer)
+    assert quantizer.float_fallbacks == [("mean", "")]
+
+
+def test_float_fallbacks_are_noted_and_warned():
+    from edgecompress.stages.quantize.torch_backend import _report_float_fallbacks
+
+    class Ctx:
+        def __init__(self) -> None:
+            self.notes: dict = {}
+            self.warnings: list[str] = []
+            self.ui = self
+
+        def note(self, key, value) -> None:
+            self.notes[key] = value
+
+        def warn(self, message: str) -> None:
+            self.warnings.append(message)
+
+    ctx = Ctx()
+    _report_float_fallbacks([("silu", "a.1"), ("silu", "b.1"), ("mean", "")], ctx)
+    assert ctx.notes["float_fallback_ops"] == ["silu at a.1", "silu at b.1", "mean at top level"]
+    (message,) = ctx.warnings
+    assert "3 op(s)" in message and "silu x2 (a.1, b.1)" in message and "mean x1 (top level)" in message
+    quiet = Ctx()
+    _report_float_fallbacks([], quiet)
+    assert quiet.notes["float_fallback_ops"] == [] and quiet.warnings == []

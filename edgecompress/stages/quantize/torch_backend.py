@@ -259,6 +259,72 @@ def annotate_conv_relu6(gm: torch.fx.GraphModule, config: Any, keep: Any) -> int
     return annotated
 
 
+#: aten ops that only move, reshape or alias data (int8 passes through them unchanged), and BatchNorm, which
+#: is folded into the conv before it runs.
+PASS_THROUGH_OPS = frozenset(
+    {
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "permute",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "clone",
+        "contiguous",
+        "expand",
+        "t",
+        "transpose",
+        "dropout",
+        "slice",
+        "select",
+        "alias",
+        "detach",
+        "_assert_tensor_metadata",
+        "sym_size",
+        "batch_norm",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_no_training",
+    }
+)
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    schema = getattr(node.target, "_schema", None)
+    return (
+        schema.name.split("::")[-1]
+        if schema is not None
+        else getattr(node.target, "__name__", str(node.target))
+    )
+
+
+def float_fallbacks(gm: torch.fx.GraphModule, keep: Any) -> list[tuple[str, str]]:
+    """(op, module path) of every computing op on the activations that no int8 pattern annotated and the
+    recipe did not keep float on purpose (`keep(node)` False): the ops that will run in float between a
+    dequantize and a quantize, i.e. a DEQUANTIZE/QUANTIZE pair in the .tflite and f32 nodes in OpenVINO."""
+    activations: set[torch.fx.Node] = set()
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            activations.add(node)
+            continue
+        if node.op != "call_function" or not any(a in activations for a in node.all_input_nodes):
+            continue
+        activations.add(node)
+        name = _op_name(node)
+        annotation = node.meta.get("quantization_annotation")
+        if (
+            name in PASS_THROUGH_OPS
+            or name == "getitem"
+            or (annotation is not None and annotation._annotated)
+        ):
+            continue
+        if keep(node):
+            stack = node.meta.get("nn_module_stack", {})
+            out.append((name, next(reversed(stack.values()))[0] if stack else ""))
+    return out
+
+
 def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
     """litert-torch's PT2EQuantizer with its symmetric per-channel config; ops inside `float_layers`
     (module names) are left unannotated, so they stay float."""
@@ -283,6 +349,7 @@ def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
             ):
                 self._annotate_all_static_patterns(model, self.global_config, quantized)
             pt2e_quantizer_utils.propagate_annotation(model)
+            self.float_fallbacks = float_fallbacks(model, quantized)
             return model
 
     return LayerFilteredQuantizer().set_global(
@@ -396,6 +463,25 @@ def count_weight_ops(gm: torch.fx.GraphModule) -> tuple[int, int]:
     return quantized, floating
 
 
+def _report_float_fallbacks(ops: list[tuple[str, str]], ctx: RunContext) -> None:
+    """Note and warn about the ops the quantizer could not make int8 (never a silent float fallback)."""
+    ctx.note("float_fallback_ops", [f"{op} at {where or 'top level'}" for op, where in ops])
+    if not ops:
+        return
+    counts: dict[str, list[str]] = {}
+    for op, where in ops:
+        counts.setdefault(op, []).append(where or "top level")
+    listed = "; ".join(
+        f"{op} x{len(places)} ({', '.join(places[:3])}{', ...' if len(places) > 3 else ''})"
+        for op, places in counts.items()
+    )
+    ctx.ui.warn(
+        f"quantize: {len(ops)} op(s) have no int8 pattern in the quantizer and stay float: {listed}. Each runs "
+        "between a dequantize and a quantize (DEQUANTIZE/QUANTIZE in the .tflite, f32 in OpenVINO); replace "
+        "them by int8-friendly ops (e.g. ReLU/ReLU6 for SiLU/GELU/Hardswish) or list their layers in keep_float"
+    )
+
+
 def _accuracy(ctx: RunContext, model: Any) -> float:
     val = ctx.data.val if len(ctx.data.val) else ctx.data.test
     return float((ctx.adapter.predict(model, val.x).argmax(1) == val.y).mean())
@@ -450,6 +536,7 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:
             raise ModelError(f"quantize: converting to the int8 graph failed: {one_line(exc)}") from exc
         result = PT2EModule(converted).eval()
 
+    _report_float_fallbacks(getattr(quantizer, "float_fallbacks", []), ctx)
     ctx.quantization = TorchQuantization(
         quant_config=QuantConfig(pt2e_quantizer=quantizer),
         mode=config.mode,
