@@ -356,7 +356,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         width=args.width,
         train_epochs=pick(args.train_epochs, 1, 15),
         train_lr=2e-3,
-        distill_epochs=pick(args.distill_epochs, 1, 20),
+        distill_epochs=pick(args.distill_epochs, 1, 40),
         qat_epochs=pick(args.qat_epochs, 1, 2),
         lr=args.lr,
         alpha=args.alpha,
@@ -380,7 +380,7 @@ def main() -> int:
     parser.add_argument("--width", type=float, default=0.35, help="mobilenet_v2_digits width")
     parser.add_argument("--train-epochs", type=int, help="baseline epochs (default 15; quick 1)")
     parser.add_argument(
-        "--distill-epochs", type=int, help="edgecompress distill epochs (default 20; quick 1)"
+        "--distill-epochs", type=int, help="edgecompress distill epochs (default 40; quick 1)"
     )
     parser.add_argument("--qat-epochs", type=int, help="edgecompress QAT epochs (default 2; quick 1)")
     parser.add_argument("--lr", type=float, default=3e-3, help="fine-tuning lr of both pipelines")

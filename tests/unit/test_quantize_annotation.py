@@ -11,7 +11,7 @@ pytest.importorskip("torchao")
 
 from torch import nn  # noqa: E402
 
-from edgecompress.stages.quantize.torch_backend import restore_source_functions  # noqa: E402
+from edgecompress.stages.quantize.torch_annotation import restore_source_functions  # noqa: E402
 
 
 class Joins(nn.Module):
@@ -79,7 +79,8 @@ def test_relu6_output_is_quantized_after_the_clamp(qat):
     covers 0..6 only (a scale of about 6/255), not the conv's whole pre-activation range."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-    from edgecompress.stages.quantize.torch_backend import _fold_only_present_conv_kinds, make_quantizer
+    from edgecompress.stages.quantize.torch_annotation import make_quantizer
+    from edgecompress.stages.quantize.torch_backend import _fold_only_present_conv_kinds
 
     torch.manual_seed(0)
     model = MobileBlock().train(qat)
@@ -118,7 +119,7 @@ def test_add_then_relu_is_one_int8_op():
     restored entries must be keyed per node, or the two relus would merge into one partition."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from edgecompress.stages.quantize.torch_backend import make_quantizer
+    from edgecompress.stages.quantize.torch_annotation import make_quantizer
 
     gm = torch.export.export(ResidualRelu().eval(), (torch.randn(2, 4, 8, 8),)).module()
     restore_source_functions(gm)
@@ -148,7 +149,7 @@ class WithSilu(nn.Module):
 def test_float_fallbacks_name_the_ops_the_quantizer_cannot_make_int8(qat):
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-    from edgecompress.stages.quantize.torch_backend import make_quantizer
+    from edgecompress.stages.quantize.torch_annotation import make_quantizer
 
     # the mean after the SiLU has no int8 input to share a scale with, so it stays float as well
     silu = [("silu", "mid.2"), ("mean", "")]
