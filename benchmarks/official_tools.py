@@ -1,6 +1,6 @@
 """Do edgecompress's latency figures agree with the runtimes' own benchmark tools?
 
-    .venv/bin/python benchmarks/official_tools.py [--threads 2] [--rounds 3]
+    .venv/bin/python benchmarks/official_tools.py [--threads 2] [--rounds 5]
 
 Exports two realistic models (MobileNetV2-1.0 and ResNet-18 at 224x224, random weights, plain torch) with
 edgecompress's exporters to TFLite fp32 and OpenVINO fp32, then measures the median (p50) latency at batch 1
@@ -274,7 +274,7 @@ def check_report(report_path: Path, rounds: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
     parser.add_argument(
         "--report", type=Path, help="check this build report's p50s instead of the two models"
