@@ -32,6 +32,7 @@ test-fast: install
 bench: demo
 	$(PY) benchmarks/official_tools.py
 	$(PY) benchmarks/official_tools.py --report runs/quickstart/report.json
+	$(PY) benchmarks/int8_parity.py
 	$(PY) benchmarks/suite.py
 
 lint: install

@@ -144,13 +144,3 @@ def plain_finetune(model: Any, data: Any, *, epochs: int, lr: float, seed: int) 
         seconds.append(time.perf_counter() - t)
     model.eval()
     return seconds
-
-
-def torch_accuracy(model: Any, split: Any) -> float:
-    """Top-1 accuracy of a torch model on a split."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(torch.from_numpy(split.x[i : i + 256])) for i in range(0, len(split), 256)])
-    return float((logits.argmax(1).numpy() == split.y).mean())

@@ -314,7 +314,9 @@ Machine: {cpu_info()[0]}, {os.cpu_count()} cores.
             for artifact in export_both(name, model, work, ui):
                 row = Row(name, macs, artifact.runtime, artifact.precision, [], [], "")
                 for i in range(args.rounds):
-                    m = runner.run(artifact, device, runs=200, warmup_seconds=1.0, threads=args.threads)
+                    m = runner.run(
+                        artifact, device, runs=200, warmup_seconds=1.0, threads=args.threads, op_profile=False
+                    )
                     row.ours.append(m.latency.p50_ms)
                     row.execution_precision = m.execution_precision or "?"
                     if artifact.runtime == "openvino":

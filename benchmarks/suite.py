@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chains import export_fp32, hand_prune, plain_finetune, stock_int8, torch_accuracy
+from chains import export_fp32, hand_prune, plain_finetune, stock_int8
 from common import ROOT, make_context, random_bundle, utc_now, write_section
 from suite_report import (
     RUNTIMES,
@@ -92,7 +92,7 @@ class Meter:
 
         self.settings = settings
         self.ui = ui
-        self.runner = LocalRunner(op_profile=False)
+        self.runner = LocalRunner()
         self.device = load_device("desktop")
 
     def timings(self, artifacts: dict[Any, Any]) -> dict[Any, Timing]:
@@ -102,10 +102,15 @@ class Meter:
         for _ in range(s.rounds):
             for key, artifact in artifacts.items():
                 m = self.runner.run(
-                    artifact, self.device, runs=s.runs, warmup_seconds=s.warmup, threads=s.threads
+                    artifact,
+                    self.device,
+                    runs=s.runs,
+                    warmup_seconds=s.warmup,
+                    threads=s.threads,
+                    op_profile=False,
                 )
                 p50s[key].append(float(m.latency.p50_ms))
-        return {key: Timing(min(v), min(v), max(v)) for key, v in p50s.items()}
+        return {key: Timing(tuple(v)) for key, v in p50s.items()}
 
     def accuracy(self, artifact: Any, split: Any, num_outputs: int) -> float:
         from edgecompress.exporters.parity import run_artifact
@@ -273,6 +278,9 @@ def digits(settings: Settings, meter: Meter, work: Path, ui: UI) -> DigitsResult
     )
     ctx.data = data = load_data(ctx.recipe.data, work / "recipe.yaml", seed=0)
 
+    def test_accuracy(model: Any) -> float:
+        return float((adapter.predict(model, data.test.x).argmax(1) == data.test.y).mean())
+
     ui.info(f"[bold]quickstart[/bold]: building {QUICKSTART.relative_to(ROOT)} in a child process")
     result.quickstart, cost = build_in_child(QUICKSTART, work / "quickstart")
     result.builds["quickstart"] = cost
@@ -283,7 +291,7 @@ def digits(settings: Settings, meter: Meter, work: Path, ui: UI) -> DigitsResult
     result.epoch_seconds = plain_finetune(baseline, data, epochs=s.train_epochs, lr=s.train_lr, seed=0)
     checkpoint = work / "baseline.pt"
     torch.save(baseline.state_dict(), checkpoint)
-    result.baseline_accuracy = torch_accuracy(baseline, data.test)
+    result.baseline_accuracy = test_accuracy(baseline)
     result.baseline_macs = macs = adapter.stats(baseline, shape).macs
     ui.info(f"  baseline: test acc {result.baseline_accuracy:.4f}, {macs / 1e6:.1f} M MACs")
     artifacts: dict[tuple[str, str, float], Any] = {}
@@ -300,7 +308,7 @@ def digits(settings: Settings, meter: Meter, work: Path, ui: UI) -> DigitsResult
         hand_prune(model, ratio, shape, model.classifier)
         hand_macs = adapter.stats(model, shape).macs
         plain_finetune(model, data, epochs=s.distill_epochs + s.qat_epochs, lr=s.lr, seed=0)
-        result.hand_float_accuracy[ratio] = torch_accuracy(model, data.test)
+        result.hand_float_accuracy[ratio] = test_accuracy(model)
         made = stock_int8(model, np.ascontiguousarray(data.calibration.x), work / f"hand-{ratio}", "hand")
         result.hand_seconds[ratio] = time.perf_counter() - t
         result.hand[ratio] = {}

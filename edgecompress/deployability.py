@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.profiling import Measurements, OpProfile
@@ -56,7 +56,6 @@ class Deployability(BaseModel):
         description="faster: speedup >= 1 + min_gain and every int8 round beat every fp32 round; slower: the "
         "mirror image; otherwise the difference is inside the rounds' spread or below min_gain."
     )
-    faster: bool = Field(description="verdict == 'faster'.")
     min_gain: float = Field(description="Smallest relative gain counted as faster (or loss as slower).")
     fp32_p50_spread_ms: tuple[float, float] = Field(
         description="Lowest and highest round p50 of the fp32 twin."
@@ -70,6 +69,11 @@ class Deployability(BaseModel):
     )
     findings: list[Finding]
     explanation: str = Field(description="One line, from the measurement and the findings only.")
+
+    @computed_field(description="verdict == 'faster' (kept in the JSON for readers of the report).")
+    @property
+    def faster(self) -> bool:
+        return self.verdict == "faster"
 
 
 def int8_dot_product(isa_flags: list[str]) -> list[str]:
@@ -246,6 +250,7 @@ def _explain(
     findings: list[Finding],
     isa: list[str],
     spreads: tuple[tuple[float, float], tuple[float, float]],
+    min_gain: float,
 ) -> str:
     """One line from the measurement and the findings: speedup (with the rounds' spread), verdict, and
     for an int8 model that is not faster the likely causes found in the graph or on the CPU."""
@@ -266,7 +271,7 @@ def _explain(
     if verdict == "faster":
         return f"{measured}: faster; {dot_text}."
     said = (
-        "not faster: no measurable difference (under the 5% threshold or inside the rounds' spread)"
+        f"not faster: no measurable difference (under the {min_gain:.0%} threshold or inside the rounds' spread)"
         if verdict == "no measurable difference"
         else "not faster: slower"
     )
@@ -344,14 +349,15 @@ def diagnose(
         int8_p50_ms=int8.latency.p50_ms,
         speedup=speedup,
         verdict=verdict,
-        faster=verdict == "faster",
         min_gain=min_gain,
         fp32_p50_spread_ms=spreads[1],
         int8_p50_spread_ms=spreads[0],
         cpu_model=int8.cpu_model,
         int8_dot_product=dot,
         findings=findings,
-        explanation=_explain(int8.runtime, speedup, verdict, dot, findings, int8.isa_flags, spreads),
+        explanation=_explain(
+            int8.runtime, speedup, verdict, dot, findings, int8.isa_flags, spreads, min_gain
+        ),
     )
 
 

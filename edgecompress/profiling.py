@@ -121,10 +121,10 @@ def combine_rounds(rounds: list[Measurements]) -> Measurements:
     profile of whichever round took one, and the highest peak RSS.
 
     Why the fastest round and not the median: on a shared or virtualised machine the same artifact runs in
-    a fast and a slow mode for seconds at a time, and interference only ever slows it (seen here: a
-    0.085 ms LiteRT model at 0.19-0.20 ms in about a third of fresh processes with 2 threads, in windows of
-    several seconds, and 0.105 ms steady with 1 thread). A median of three rounds lands in the slow mode
-    about a quarter of the time; the fastest round is the artifact's own speed, as `timeit` reports the
+    a fast and a slow mode for seconds at a time, and interference only ever slows it (seen here: 12
+    back-to-back fresh processes on one 0.085 ms LiteRT model read 0.19-0.20 ms in 4 of them with 2
+    threads, and 0.105 ms in 11 of 12 with 1 thread). With a slow mode a third of the time, a median of
+    three rounds lands in it 7 times in 27; the fastest round is the artifact's own speed, as `timeit` reports the
     minimum. The range of the rounds stays in the report, so the spread is never hidden.
     """
     if not rounds:

@@ -109,10 +109,6 @@ class AugmentSpec(_Strict):
         description="Random horizontal flips (off for digits and text, where a flip changes the class).",
     )
 
-    @property
-    def enabled(self) -> bool:
-        return self.shift > 0 or self.hflip
-
 
 class DataSpec(_Strict):
     dataset: str = Field(

@@ -56,6 +56,11 @@ class FitOptions:
     #: the epoch's first batch; e.g. QAT freezes its observers there.
     on_epoch_start: Callable[[int, Any], None] | None = None
 
+    @property
+    def augmenting(self) -> bool:
+        """Whether training batches are augmented (and a teacher must be asked per batch)."""
+        return self.augment_shift > 0 or self.augment_hflip
+
 
 #: Training fields shared by the train, distill and quantize (QAT) stage configs.
 SHARED_FIT_FIELDS = ("epochs", "lr", "optimizer", "weight_decay", "schedule", "keep_best")

@@ -188,18 +188,18 @@ class TorchAdapter:
         x = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
         y = torch.from_numpy(np.ascontiguousarray(data.train.y, dtype=np.int64))
         temperature = options.temperature
-        augmenting = options.augment_shift > 0 or options.augment_hflip
+        augmenting = options.augmenting
         if augmenting and x.ndim != 4:
             raise ModelError(
                 f"{options.description}: data.augment needs image batches (4 dimensions); the training inputs "
                 f"have shape {list(x.shape)}"
             )
         teacher_log_probs = None
-        if options.teacher is not None and not augmenting:  # fixed inputs: the teacher's targets once
-            teacher_logits = torch.from_numpy(self.predict(options.teacher, data.train.x))
-            teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
-        if options.teacher is not None and augmenting:
+        if options.teacher is not None:
             options.teacher.eval()
+            if not augmenting:  # fixed inputs: the teacher's targets once
+                teacher_logits = torch.from_numpy(self.predict(options.teacher, data.train.x))
+                teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
 
         groups = [
             {"params": [p for p in params if p.ndim > 1], "weight_decay": options.weight_decay},

@@ -34,12 +34,9 @@ class LocalRunner:
     """Runs `python measure.py ...` with this interpreter (sys.executable) in a new process per artifact,
     so the peak resident memory it reports is that artifact's own, not the build's."""
 
-    def __init__(
-        self, *, timeout_seconds: float = 3600.0, op_profile: bool = True, op_profile_runs: int = 50
-    ) -> None:
+    def __init__(self, *, timeout_seconds: float = 3600.0, op_profile_runs: int = 50) -> None:
         self.timeout_seconds = timeout_seconds
-        #: Add the runtime's per-op profile (a separate pass after the timed runs, in a child process).
-        self.op_profile = op_profile
+        #: Inferences the per-op profile pass (when a run asks for one) averages over.
         self.op_profile_runs = op_profile_runs
 
     def command(
@@ -74,11 +71,12 @@ class LocalRunner:
         runs: int,
         warmup_seconds: float,
         threads: int,
-        op_profile: bool | None = None,
+        op_profile: bool = True,
     ) -> Measurements:
         """Measurements of `artifact` here; DeviceError with the end of the script's stderr if it fails.
 
-        `op_profile` overrides the runner's setting for this run (later rounds of the same artifact skip it).
+        `op_profile`: add the runtime's per-op profile, a separate pass after the timed runs in the same child
+        process (the pipeline asks for it in the first round only).
 
         `energy_mj_estimated` is set only when the device has a power model, and is an estimate (see
         `estimated_energy_mj`), never a measurement.
@@ -93,7 +91,7 @@ class LocalRunner:
             runs=runs,
             warmup_seconds=warmup_seconds,
             threads=threads,
-            op_profile=self.op_profile if op_profile is None else op_profile,
+            op_profile=op_profile,
         )
         try:
             proc = subprocess.run(

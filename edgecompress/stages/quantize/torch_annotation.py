@@ -204,6 +204,11 @@ def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     class LayerFilteredQuantizer(PT2EQuantizer):
+        def __init__(self) -> None:
+            super().__init__()
+            #: (op, module path) of the ops `annotate` left float; filled when the graph is prepared.
+            self.float_fallbacks: list[tuple[str, str]] = []
+
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             from unittest import mock
 

@@ -325,7 +325,7 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:
             raise ModelError(f"quantize: converting to the int8 graph failed: {one_line(exc)}") from exc
         result = PT2EModule(converted).eval()
 
-    _report_float_fallbacks(getattr(quantizer, "float_fallbacks", []), ctx)
+    _report_float_fallbacks(quantizer.float_fallbacks, ctx)
     ctx.quantization = TorchQuantization(
         quant_config=QuantConfig(pt2e_quantizer=quantizer),
         mode=config.mode,
