@@ -132,17 +132,17 @@ def test_add_then_relu_is_one_int8_op():
     assert all(u.op == "call_module" and "activation_post_process" in str(u.target) for u in relu.users)
 
 
-class WithSilu(nn.Module):
-    """A conv-BN-SiLU (no int8 pattern in litert-torch's quantizer) between int8-friendly layers."""
+class WithErf(nn.Module):
+    """A conv-BN-erf (an op no int8 pattern covers) between int8-friendly layers, and a SiLU (which has one)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
-        self.mid = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU())
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU())
+        self.mid = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))
         self.fc = nn.Linear(4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.mid(self.stem(x)).mean((2, 3)))
+        return self.fc(torch.erf(self.mid(self.stem(x))).mean((2, 3)))
 
 
 @pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
@@ -151,19 +151,18 @@ def test_float_fallbacks_name_the_ops_the_quantizer_cannot_make_int8(qat):
 
     from edgecompress.stages.quantize.torch_annotation import make_quantizer
 
-    # the mean after the SiLU has no int8 input to share a scale with, so it stays float as well
-    silu = [("silu", "mid.2"), ("mean", "")]
-    for model, expected in ((WithSilu(), silu), (MobileBlock(), []), (ResidualRelu(), [])):
+    erf = [("erf", "")]
+    for model, expected in ((WithErf(), erf), (MobileBlock(), []), (ResidualRelu(), [])):
         shape = (2, 4, 8, 8) if isinstance(model, ResidualRelu) else (2, 1, 8, 8)
         gm = torch.export.export(model.train(qat), (torch.randn(shape),)).module()
         quantizer = make_quantizer(qat=qat, float_layers=())
         (prepare_qat_pt2e if qat else prepare_pt2e)(gm, quantizer)
         assert quantizer.float_fallbacks == expected, type(model).__name__
-    # a layer kept float on purpose is not a fallback; the mean it feeds still runs float and is named
-    gm = torch.export.export(WithSilu().train(qat), (torch.randn(2, 1, 8, 8),)).module()
-    quantizer = make_quantizer(qat=qat, float_layers=("mid",))
+    # a layer kept float on purpose is not a fallback
+    gm = torch.export.export(WithErf().train(qat), (torch.randn(2, 1, 8, 8),)).module()
+    quantizer = make_quantizer(qat=qat, float_layers=("stem",))
     (prepare_qat_pt2e if qat else prepare_pt2e)(gm, quantizer)
-    assert quantizer.float_fallbacks == [("mean", "")]
+    assert quantizer.float_fallbacks == erf
 
 
 def test_float_fallbacks_are_noted_and_warned():
@@ -189,3 +188,71 @@ def test_float_fallbacks_are_noted_and_warned():
     quiet = Ctx()
     _report_float_fallbacks([], quiet)
     assert quiet.notes["float_fallback_ops"] == [] and quiet.warnings == []
+
+
+class ModernBlocks(nn.Module):
+    """The ops of modern mobile blocks and small heads that litert-torch 0.10 has no int8 pattern for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.se_reduce = nn.Conv2d(8, 4, 1)
+        self.se_expand = nn.Conv2d(4, 8, 1)
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.hardswish(self.conv(x))
+        gate = nn.functional.hardsigmoid(
+            self.se_expand(torch.relu(self.se_reduce(y.mean((2, 3), keepdim=True))))
+        )
+        y = nn.functional.silu(y * gate)
+        y = nn.functional.avg_pool2d(nn.functional.pad(y, (1, 1, 1, 1)), 2) - torch.sigmoid(y).mean()
+        t = self.norm(nn.functional.gelu(y).flatten(2).transpose(1, 2))
+        t = torch.softmax(t @ t.transpose(1, 2), -1) @ torch.tanh(t)
+        return self.fc(t.mean(1))
+
+
+@pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
+def test_modern_block_ops_are_quantized(qat):
+    """Every op of ModernBlocks gets an int8 output (an observer / fake-quantize after it) and none is left
+    as a float fallback; fixed-range ops get TFLite's fixed output scales."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+    from edgecompress.stages.quantize.torch_annotation import make_quantizer
+
+    aten = torch.ops.aten
+    gm = torch.export.export(ModernBlocks().train(qat), (torch.randn(2, 4, 8, 8),)).module()
+    quantizer = make_quantizer(qat=qat, float_layers=())
+    prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(gm, quantizer)
+    assert quantizer.float_fallbacks == []
+    with torch.no_grad():
+        prepared(torch.randn(2, 4, 8, 8))
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    q = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    quantized_outputs = {n.args[0].target for n in converted.graph.nodes if n.target == q}
+    for op in (
+        aten.hardswish.default,
+        aten.hardsigmoid.default,
+        aten.silu.default,
+        aten.mul.Tensor,
+        aten.mean.dim,
+        aten.pad.default,
+        aten.avg_pool2d.default,
+        aten.sub.Tensor,
+        aten.sigmoid.default,
+        aten.gelu.default,
+        aten.layer_norm.default,
+        aten.matmul.default,
+        aten.softmax.int,
+        aten.tanh.default,
+    ):
+        assert op in quantized_outputs, op
+    fixed = {
+        n.args[0].target: (n.args[1], n.args[2])
+        for n in converted.graph.nodes
+        if n.target == q and n.args[0].target in (aten.sigmoid.default, aten.tanh.default, aten.softmax.int)
+    }
+    assert fixed[aten.sigmoid.default] == (1 / 256, -128)
+    assert fixed[aten.softmax.int] == (1 / 256, -128)
+    assert fixed[aten.tanh.default] == (1 / 128, 0)

@@ -131,6 +131,113 @@ def annotate_conv_relu6(gm: torch.fx.GraphModule, config: Any, keep: Any) -> int
     return annotated
 
 
+def _fixed(scale: float, zero_point: int) -> tuple[str, float, int]:
+    return ("fixed", scale, zero_point)
+
+
+def modern_op_rules() -> dict[Any, Any]:
+    """aten op -> how `annotate_modern_ops` quantizes it (ops litert-torch 0.10 has no int8 pattern for).
+
+    - "own": the activation input(s) and the output quantized, the output with its own observed range;
+    - "shared": the output shares the input's scale (ops that only pad, pool or reduce values: TFLite's int8
+      AVERAGE_POOL_2D and PAD need equal scales, and a shared scale costs no requantization);
+    - ("fixed", scale, zero point): the output scale is fixed by the op's range, as TFLite's int8 kernels
+      require (LOGISTIC and SOFTMAX 1/256 with zero point -128, TANH 1/128 with 0); hardsigmoid's output
+      lies in [0, 1] like a sigmoid's, so it gets the same;
+    - "binary": every activation input (and a constant operand) quantized, the output with its own range.
+    """
+    aten = torch.ops.aten
+    unit = _fixed(1 / 256, -128)
+    rules: dict[Any, Any] = {
+        aten.hardswish.default: "own",
+        aten.hardswish_.default: "own",
+        aten.silu.default: "own",
+        aten.silu_.default: "own",
+        aten.gelu.default: "own",
+        aten.relu.default: "own",
+        aten.relu_.default: "own",
+        aten.clamp.default: "own",
+        aten.hardtanh.default: "own",
+        aten.layer_norm.default: "own",
+        aten.hardsigmoid.default: unit,
+        aten.hardsigmoid_.default: unit,
+        aten.sigmoid.default: unit,
+        aten.sigmoid_.default: unit,
+        aten.softmax.int: unit,
+        aten._softmax.default: unit,
+        aten.tanh.default: _fixed(1 / 128, 0),
+        aten.mean.dim: "shared",
+        aten.avg_pool2d.default: "shared",
+        aten.adaptive_avg_pool2d.default: "shared",
+        aten.pad.default: "shared",
+        aten.constant_pad_nd.default: "shared",
+        aten.sub.Tensor: "binary",
+        aten.rsub.Scalar: "binary",
+        aten.div.Tensor: "binary",
+        aten.mul.Tensor: "binary",
+        aten.add.Tensor: "binary",
+        aten.matmul.default: "binary",
+        aten.bmm.default: "binary",
+    }
+    return rules
+
+
+def annotate_modern_ops(gm: torch.fx.GraphModule, config: Any, keep: Any) -> int:
+    """Quantize the ops of modern mobile blocks that litert-torch 0.10's patterns leave float (see
+    `modern_op_rules`): hardswish, hardsigmoid, SiLU, GELU, sigmoid and tanh (with fixed output scales),
+    squeeze-excitation's mean and broadcast multiply, sub/div, average pools, pad, clamps, layer norm,
+    matmul and softmax. Runs after the stock patterns, so an op they annotated is left as they did it;
+    returns how many ops were annotated. `keep(node)` False leaves an op float (keep_float).
+
+    What each runtime then does with an int8 op (a native int8 kernel, a slower one outside XNNPACK, a
+    decomposition, or float for that op alone) is decided per export when the quantized graph is derived
+    for it, by measurement; the quantized graph itself quantizes every op some runtime can run in int8.
+    """
+    from litert_torch.quantize import pt2e_quantizer_utils as utils
+    from torchao.quantization.pt2e.quantizer import (
+        FixedQParamsQuantizationSpec,
+        QuantizationAnnotation,
+        SharedQuantizationSpec,
+    )
+
+    rules = modern_op_rules()
+    act_in = utils.get_input_act_qspec(config)
+    act_out = utils.get_output_act_qspec(config)
+    annotated = 0
+    for node in gm.graph.nodes:
+        rule = rules.get(node.target) if node.op == "call_function" else None
+        if rule is None or utils._is_annotated([node]) or not keep(node):
+            continue
+        first = node.args[0] if node.args else None
+        if isinstance(first, list | tuple) or not isinstance(first, torch.fx.Node):
+            continue
+        if rule == "binary":
+            operands = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+            inputs = {a: act_in for a in operands}
+            output = act_out
+        else:
+            inputs = {first: act_in}
+            if rule == "own":
+                output = act_out
+            elif rule == "shared":
+                output = SharedQuantizationSpec((first, node))
+            else:
+                _, scale, zero_point = rule
+                output = FixedQParamsQuantizationSpec(
+                    dtype=torch.int8,
+                    scale=scale,
+                    zero_point=zero_point,
+                    quant_min=-128,
+                    quant_max=127,
+                    qscheme=torch.per_tensor_affine,
+                )
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map=inputs, output_qspec=output, _annotated=True
+        )
+        annotated += 1
+    return annotated
+
+
 #: aten ops that only move, reshape or alias data (int8 passes through them unchanged), and BatchNorm, which
 #: is folded into the conv before it runs.
 PASS_THROUGH_OPS = frozenset(
@@ -225,6 +332,7 @@ def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
                 pt2e_quantizer_utils, "_get_aten_graph_module_for_pattern", _module_pattern
             ):
                 self._annotate_all_static_patterns(model, self.global_config, quantized)
+            annotate_modern_ops(model, self.global_config, quantized)
             pt2e_quantizer_utils.propagate_annotation(model)
             self.float_fallbacks = float_fallbacks(model, quantized)
             return model
