@@ -139,3 +139,51 @@ def combine_rounds(rounds: list[Measurements]) -> Measurements:
             "peak_rss_mb": max(m.peak_rss_mb for m in rounds),
         }
     )
+
+
+class BatchTiming(BaseModel):
+    """One artifact of a batch measurement (`Runner.run_batch`): many small artifacts timed in one process
+    on the device, for the latency model. No memory or op profile: only the p50 of each round."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str = Field(description="The artifact's path on this machine.")
+    rounds_p50_ms: list[float] = Field(
+        default_factory=list, description="p50 of the timed runs of each interleaved round."
+    )
+    runs: int = Field(description="Timed inferences per round.")
+    load_ms: float | None = Field(default=None, description="Load (and compile) time.")
+    error: str | None = Field(default=None, description="Why it could not be timed, when it could not.")
+    edge_reorder_ms: float = Field(
+        default=0.0,
+        description="OpenVINO: time per inference of the layout Reorders at the artifact's input/output "
+        "(a one-layer artifact has them where a layer inside a model has none).",
+    )
+
+    @property
+    def p50_ms(self) -> float:
+        """The fastest round's p50 (interference only slows a round; see `combine_rounds`)."""
+        if not self.rounds_p50_ms:
+            raise ValueError(f"{self.path} was not timed: {self.error}")
+        return min(self.rounds_p50_ms)
+
+
+class BatchResult(BaseModel):
+    """What a batch measurement reports: the timings and the facts of the device they were taken on."""
+
+    model_config = ConfigDict(frozen=True)
+    timings: list[BatchTiming]
+    runtime_versions: dict[str, str] = Field(description="runtime -> version string, as measure.py read it.")
+    cpu_model: str
+    isa_flags: list[str]
+    threads: int
+
+
+class RuntimeFacts(BaseModel):
+    """What a device says about itself and one of its runtimes, without measuring anything."""
+
+    model_config = ConfigDict(frozen=True)
+    runtime: str
+    runtime_version: str = Field(description="As the profiling script reports it, e.g. 'openvino 2026.4.1'.")
+    cpu_model: str
+    isa_flags: list[str]
+    arch: str

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from edgecompress.errors import DeviceError
 from edgecompress.exporters.base import Artifact
-from edgecompress.profiling import LatencyStats, Measurements, OpProfile
+from edgecompress.profiling import (
+    BatchResult,
+    BatchTiming,
+    LatencyStats,
+    Measurements,
+    OpProfile,
+    RuntimeFacts,
+)
 from edgecompress.runtimes import MEASURE_SCRIPT
 from edgecompress.specs import DeviceProfile
 
@@ -63,6 +72,118 @@ class LocalRunner:
             *(["--op-profile", "--op-profile-runs", str(self.op_profile_runs)] if op_profile else []),
         ]
 
+    def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
+        """This machine's CPU, ISA flags and the installed `runtime`'s version, spelled as measure.py spells
+        them (`sessions.py`), read without loading the runtime."""
+        import platform
+
+        from edgecompress.runtimes.measure import cpu_info
+        from edgecompress.runtimes.sessions import runtime_version
+
+        if runtime not in device.runtimes:
+            raise DeviceError(f"{device.name}: has no {runtime} runtime ({', '.join(device.runtimes)})")
+        version = runtime_version(runtime)
+        if version is None:
+            raise DeviceError(
+                f"{device.name}: {runtime} is not installed here (pip install 'edgecompress[all]')"
+            )
+        cpu_model, isa = cpu_info()
+        return RuntimeFacts(
+            runtime=runtime,
+            runtime_version=version,
+            cpu_model=cpu_model,
+            isa_flags=isa,
+            arch=platform.machine(),
+        )
+
+    def _execute(self, cmd: list[str], device: DeviceProfile, what: str) -> dict:
+        """Run the measuring script; its last JSON line, or DeviceError with the end of its output."""
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.timeout_seconds, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DeviceError(
+                f"{device.name}: profiling {what} took longer than {self.timeout_seconds:.0f} s"
+            ) from exc
+        except OSError as exc:
+            raise DeviceError(f"{device.name}: cannot start the profiling process: {exc}") from exc
+        if proc.returncode != 0:
+            raise DeviceError(
+                f"{device.name}: profiling {what} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}"
+            )
+        for line in reversed(proc.stdout.strip().splitlines()):
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(result, dict):
+                return result
+        raise DeviceError(
+            f"{device.name}: profiling {what} printed no JSON result:\n{_tail(proc.stdout + proc.stderr)}"
+        )
+
+    def run_batch(
+        self,
+        artifacts: list[Artifact],
+        device: DeviceProfile,
+        *,
+        runs: int,
+        warmup_seconds: float,
+        threads: int,
+        rounds: int,
+    ) -> BatchResult:
+        """Many small artifacts timed in one fresh process (`measure.py --batch`), `rounds` interleaved
+        rounds: the latency model's calibration. One artifact that fails is reported in its timing's
+        `error`; the others are still timed. DeviceError when the process itself fails."""
+        missing = sorted({a.runtime for a in artifacts} - set(device.runtimes))
+        if missing:
+            raise DeviceError(f"{device.name}: has no {', '.join(missing)} runtime to measure on")
+        if not artifacts:
+            return BatchResult(timings=[], runtime_versions={}, cpu_model="", isa_flags=[], threads=threads)
+        entries = [
+            {"runtime": a.runtime, "model": str(a.path), "inference_precision": a.inference_precision}
+            for a in artifacts
+        ]
+        with tempfile.TemporaryDirectory(prefix="edgecompress-batch-") as tmp:
+            listing = Path(tmp) / "batch.json"
+            listing.write_text(json.dumps(entries))
+            cmd = [
+                sys.executable,
+                str(MEASURE_SCRIPT),
+                "--batch",
+                str(listing),
+                "--threads",
+                str(threads),
+                "--runs",
+                str(runs),
+                "--warmup-seconds",
+                str(warmup_seconds),
+                "--rounds",
+                str(rounds),
+            ]
+            result = self._execute(cmd, device, f"a batch of {len(artifacts)} artifacts")
+        try:
+            return BatchResult(
+                timings=[
+                    BatchTiming(
+                        path=str(a.path),
+                        rounds_p50_ms=r.get("rounds_p50_ms", []),
+                        runs=r.get("runs", runs),
+                        load_ms=r.get("load_ms"),
+                        error=r.get("error"),
+                        edge_reorder_ms=r.get("edge_reorder_ms", 0.0),
+                    )
+                    for a, r in zip(artifacts, result["results"], strict=True)
+                ],
+                runtime_versions=result["runtime_versions"],
+                cpu_model=result["cpu_model"],
+                isa_flags=result["isa_flags"],
+                threads=result["threads"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeviceError(f"{device.name}: unexpected batch result: {exc}") from exc
+
     def run(
         self,
         artifact: Artifact,
@@ -93,31 +214,7 @@ class LocalRunner:
             threads=threads,
             op_profile=op_profile,
         )
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=self.timeout_seconds, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise DeviceError(
-                f"{device.name}: profiling {artifact.name} took longer than {self.timeout_seconds:.0f} s"
-            ) from exc
-        except OSError as exc:
-            raise DeviceError(f"{device.name}: cannot start the profiling process: {exc}") from exc
-        if proc.returncode != 0:
-            raise DeviceError(
-                f"{device.name}: profiling {artifact.name} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}"
-            )
-        result = None
-        for line in reversed(proc.stdout.strip().splitlines()):
-            try:
-                result = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
-        if not isinstance(result, dict):
-            raise DeviceError(
-                f"{device.name}: profiling {artifact.name} printed no JSON result:\n{_tail(proc.stdout + proc.stderr)}"
-            )
+        result = self._execute(cmd, device, artifact.name)
         try:
             latency = LatencyStats.model_validate(result["latency"])
             return Measurements(

@@ -541,12 +541,128 @@ def measure(
     }
 
 
+def measure_batch(
+    models: list[dict[str, object]],
+    *,
+    threads: int,
+    runs: int,
+    warmup_seconds: float,
+    rounds: int,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Many small models timed in this one process: the latency model's calibration (hundreds of one-layer
+    artifacts, where a process per artifact would cost more than the measurements).
+
+    `models`: [{"runtime": "litert" | "openvino", "model": path, "inference_precision": str | None}].
+    OpenVINO results also carry "edge_reorder_ms" (see `_openvino_reorder_ms`).
+    Every model is loaded and run once first; then `rounds` rounds, each going through all models in
+    turn (A, B, C, A, B, C, ...): at least `warmup_seconds` of warm-up, then `runs` timed inferences, whose
+    median is the model's p50 for that round. Only the runtime's own call is timed (`session.invoke()` on an
+    input set beforehand): copying a one-layer model's input in and output out would cost as much as the
+    layer, and inside a whole model nothing copies them. Returns {"results": [{"model", "rounds_p50_ms", "runs",
+    "load_ms", "error"}...], "runtime_versions", "cpu_model", "isa_flags", "threads"}; a model that fails
+    to load or run gets its "error" and no times, and the others go on.
+    """
+    sessions = _load_sessions()
+    opened: list[object | None] = []
+    results: list[dict[str, object]] = []
+    versions: dict[str, str] = {}
+    inputs: list[list[np.ndarray]] = []
+    for i, entry in enumerate(models):
+        result: dict[str, object] = {"model": str(entry["model"]), "rounds_p50_ms": [], "runs": runs}
+        try:
+            start = time.perf_counter()
+            session = sessions.open_session(
+                str(entry["runtime"]),
+                Path(str(entry["model"])),
+                threads=threads,
+                inference_precision=entry.get("inference_precision"),  # type: ignore[arg-type]
+            )
+            result["load_ms"] = (time.perf_counter() - start) * 1000
+            batch = random_inputs(session.input_shape, session.input_dtype, count=4, seed=seed + i)
+            session.run(batch[0])
+            versions[str(entry["runtime"])] = session.runtime_version
+        except Exception as exc:  # one bad artifact must not cost the others their measurement
+            session, batch = None, []
+            result["error"] = (
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            )
+        opened.append(session)
+        inputs.append(batch)
+        results.append(result)
+    for _ in range(rounds):
+        for session, batch, result in zip(opened, inputs, results, strict=True):
+            if session is None:
+                continue
+            session.run(batch[0])  # sets the input the timed calls read
+            warm = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < warmup_seconds or warm < 2:
+                session.invoke()
+                warm += 1
+            times = []
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    session.invoke()
+                    times.append((time.perf_counter() - t0) * 1000)
+            finally:
+                gc.enable()
+            result["rounds_p50_ms"].append(float(np.percentile(times, 50)))  # type: ignore[union-attr]
+    for entry, session, result in zip(models, opened, results, strict=True):
+        if session is not None and entry.get("runtime") == "openvino":
+            result["edge_reorder_ms"] = _openvino_reorder_ms(sessions, entry, threads=threads, seed=seed)
+    cpu_model, isa = cpu_info()
+    return {
+        "results": results,
+        "runtime_versions": versions,
+        "cpu_model": cpu_model,
+        "isa_flags": isa,
+        "machine": platform.machine(),
+        "threads": threads,
+    }
+
+
+def _openvino_reorder_ms(
+    sessions, entry: dict[str, object], *, threads: int, seed: int, runs: int = 20
+) -> float:
+    """Mean time per inference of the Reorder nodes OpenVINO adds to a one-layer model: the conversions
+    between the plain layout of its input/output and the blocked layout its kernels use (nChw16c), which
+    a whole model pays once at its edges, not at every layer (from a profiled compile, PERF_COUNT)."""
+    session = sessions.open_session(
+        "openvino",
+        Path(str(entry["model"])),
+        threads=threads,
+        inference_precision=entry.get("inference_precision"),
+        perf_count=True,
+    )
+    x = random_inputs(session.input_shape, session.input_dtype, count=1, seed=seed)[0]
+    for _ in range(3):
+        session.run(x)
+    total = 0.0
+    for _ in range(runs):
+        session.run(x)
+        total += sum(
+            float(n["real_time_ms"])
+            for n in session.profiling_info()
+            if n["node_type"] == "Reorder" and n["status"] == "EXECUTED"
+        )
+    return total / runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runtime", required=True, choices=("litert", "openvino"))
+    parser.add_argument("--runtime", choices=("litert", "openvino"))
+    parser.add_argument("--model", type=Path, help=".tflite, or OpenVINO .xml (its .bin beside it)")
     parser.add_argument(
-        "--model", required=True, type=Path, help=".tflite, or OpenVINO .xml (its .bin beside it)"
+        "--batch",
+        type=Path,
+        help="a JSON list of {runtime, model, inference_precision}: time them all in this process "
+        "(see measure_batch); --runs, --warmup-seconds, --threads and --rounds apply to each",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="--batch only: interleaved rounds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=200, help="timed inferences")
     parser.add_argument("--warmup-seconds", type=float, default=1.0, help="untimed inference before timing")
@@ -564,6 +680,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1 or args.warmup_seconds < 0 or args.op_profile_runs < 1:
         parser.error("--runs, --threads and --op-profile-runs must be >= 1 and --warmup-seconds >= 0")
+    if args.batch is not None:
+        if args.rounds < 1:
+            parser.error("--rounds must be >= 1")
+        models = json.loads(args.batch.read_text())
+        result = measure_batch(
+            models,
+            threads=args.threads,
+            runs=args.runs,
+            warmup_seconds=args.warmup_seconds,
+            rounds=args.rounds,
+            seed=args.seed,
+        )
+        print(json.dumps(result))
+        return 0
+    if args.runtime is None or args.model is None:
+        parser.error("--runtime and --model are required (or --batch FILE)")
     common = {"threads": args.threads, "inference_precision": args.inference_precision, "seed": args.seed}
     if args.op_profile_only:
         profile = op_profile(args.runtime, args.model, runs=args.op_profile_runs, **common)

@@ -34,6 +34,24 @@ def _package_version(*names: str) -> str:
     return "unknown"
 
 
+def runtime_version(runtime: str) -> str | None:
+    """The installed runtime's version as the sessions report it ('ai-edge-litert 2.3.0', 'openvino
+    2026.4.1'), read from package metadata without importing it; None when it is not installed."""
+    import importlib.util
+
+    if runtime == "litert":
+        if importlib.util.find_spec("ai_edge_litert") is not None:
+            return "ai-edge-litert " + _package_version("ai-edge-litert")
+        if importlib.util.find_spec("tflite_runtime") is not None:
+            return "tflite-runtime " + _package_version("tflite-runtime", "tflite_runtime")
+        return None
+    if runtime == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            return None
+        return "openvino " + _package_version("openvino")
+    raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+
+
 class LiteRTSession:
     """A .tflite model on the LiteRT Interpreter (XNNPACK, the default CPU delegate) with `threads` threads.
 
@@ -85,6 +103,10 @@ class LiteRTSession:
         )
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output["index"]).copy()
+
+    def invoke(self) -> None:
+        """Run the model on the input already set (by `run`), copying nothing in or out."""
+        self._interpreter.invoke()
 
     def tensor_dtypes(self) -> dict[str, str]:
         """Every tensor's name -> numpy dtype name (e.g. to check that fp16 weights are float16)."""
@@ -166,6 +188,10 @@ class OpenVINOSession:
         self._input[...] = x
         self._request.infer()
         return np.array(self._request.get_output_tensor(0).data, copy=True)
+
+    def invoke(self) -> None:
+        """Run the request on the input already set (by `run`), copying nothing in or out."""
+        self._request.infer()
 
     def profiling_info(self) -> list[dict[str, object]]:
         """The last inference's performance counters (compile with perf_count=True), one dict per node:
