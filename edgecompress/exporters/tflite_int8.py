@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecompress.exporters.tflite_float_ops import new_operator
+
 
 def float_interface(tflite_model: bytes) -> tuple[bytes, int]:
     """The model with every int8 input/output of its main subgraph behind a float32 tensor, and how many
@@ -22,17 +24,6 @@ def float_interface(tflite_model: bytes) -> tuple[bytes, int]:
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
     graph = model.subgraphs[0]
-
-    def opcode_index(code: int) -> int:
-        for i, op_code in enumerate(model.operatorCodes):
-            if flatbuffer_utils.get_builtin_code_from_operator_code(op_code) == code:
-                return i
-        op_code = fb.OperatorCodeT()
-        op_code.builtinCode = code
-        op_code.deprecatedBuiltinCode = min(code, 127)
-        op_code.version = 1
-        model.operatorCodes.append(op_code)
-        return len(model.operatorCodes) - 1
 
     def float_twin(index: int) -> int:
         """A float32 tensor with the int8 tensor's name and shape; the int8 one is renamed '<name>_int8'."""
@@ -49,10 +40,7 @@ def float_interface(tflite_model: bytes) -> tuple[bytes, int]:
         return len(graph.tensors) - 1
 
     def operator(code: int, inputs: list[int], outputs: list[int]) -> Any:
-        op = fb.OperatorT()
-        op.opcodeIndex = opcode_index(code)
-        op.inputs, op.outputs = inputs, outputs
-        return op
+        return new_operator(model, code, inputs, outputs)
 
     renamed: dict[int, int] = {}
     front, back = [], []

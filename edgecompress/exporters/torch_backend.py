@@ -184,7 +184,14 @@ def export_tflite(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) 
 
             with converting(name, "float32 interface for the int8 model", ui=ctx.ui):
                 content, wrapped = float_interface(content)
-                weights = weight_dtypes(content)
+            float_tags = getattr(model, "float_op_tags", ())
+            if float_tags:
+                from edgecompress.exporters.tflite_float_ops import float_ops
+
+                with converting(name, "ops the plan keeps in float", ui=ctx.ui):
+                    content, floated = float_ops(content, float_tags)
+                notes["float_ops"] = floated
+            weights = weight_dtypes(content)
             if not weights.get("INT8"):
                 raise ExportError(
                     f"{name}: litert-torch wrote no int8 weights (weight tensors: {weights or 'none'}); "
