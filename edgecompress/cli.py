@@ -48,13 +48,23 @@ def build(
         Path | None, typer.Option("--out", "-o", help="Output directory [default: runs/<name>].")
     ] = None,
     no_profile: Annotated[bool, typer.Option("--no-profile", help="Skip latency/memory profiling.")] = False,
+    recalibrate: Annotated[
+        bool,
+        typer.Option("--recalibrate", help="Rebuild the devices' latency tables instead of using the cache."),
+    ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """Run a recipe: stages, export, verify on the runtimes, profile, report, gates."""
     from edgecompress.pipeline import run_build
 
-    run_build(recipe, out=out, verbosity=_verbosity(quiet, verbose), profile=not no_profile)
+    run_build(
+        recipe,
+        out=out,
+        verbosity=_verbosity(quiet, verbose),
+        profile=not no_profile,
+        recalibrate=recalibrate,
+    )
 
 
 @app.command()

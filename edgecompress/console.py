@@ -39,14 +39,14 @@ class UI:
 
     def info(self, message: str) -> None:
         if self.verbosity >= 1:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, emoji=False)
 
     def debug(self, message: str) -> None:
         if self.verbosity >= 2:
-            self.console.print(f"[dim]{message}[/dim]", highlight=False)
+            self.console.print(f"[dim]{message}[/dim]", highlight=False, emoji=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, emoji=False)
 
     @contextmanager
     def progress(self, description: str, total: float | None) -> Iterator[_Task | _NullTask]:

@@ -27,6 +27,8 @@ class RunContext:
     current_stage: int = -1
     #: Set by the `quantize` stage: what an int8 exporter needs to lower the quantized model (backend-defined).
     quantization: Any = None
+    #: Rebuild the latency tables this build uses instead of reading the cache (`--recalibrate`).
+    recalibrate: bool = False
 
     @property
     def framework(self) -> str:

@@ -42,11 +42,13 @@ class _Exported:
     parity: Any
     logits: np.ndarray
     role: str
+    requested_precision: str | None = None
+    divergent_layers: tuple[str, ...] = ()
 
 
 def _twins(recipe: Recipe) -> list[ExportSpec]:
     """An fp32 export per format that has int8 but no fp32 artifact: int8 speed is only news next to it."""
-    formats = {e.format for e in recipe.export if e.precision == "int8"}
+    formats = {e.format for e in recipe.export if e.precision in ("int8", "auto")}
     have = {e.format for e in recipe.export if e.precision == "fp32"}
     names = {e.artifact_name for e in recipe.export}
     return [
@@ -127,12 +129,24 @@ def evaluate_gates(
 class _Build:
     """The state of one build; `run()` does the work in `self.tmp`."""
 
-    def __init__(self, recipe: Recipe, recipe_path: Path, tmp: Path, ui: UI, *, profile: bool) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        recipe_path: Path,
+        tmp: Path,
+        ui: UI,
+        *,
+        profile: bool,
+        recalibrate: bool = False,
+    ) -> None:
         self.recipe = recipe
         self.recipe_path = recipe_path
         self.tmp = tmp
         self.ui = ui
         self.profile = profile and recipe.profile.enabled
+        self.recalibrate = recalibrate
+        #: The precision planner of the build's int8/auto exports (made on the first one).
+        self.planner: Any = None
 
     def _step(
         self, ctx: Any, model: Any, name: str, stage_type: str | None, seconds: float, notes: dict[str, Any]
@@ -196,26 +210,101 @@ class _Build:
         for spec, role in [(s, "export") for s in self.recipe.export] + [
             (s, "fp32-twin") for s in _twins(self.recipe)
         ]:
-            source = models.final if spec.precision == "int8" else models.float_model
-            if id(source) not in references:
-                references[id(source)] = adapter.predict(source, data.test.x)
-            reference = references[id(source)]
             ui.info(
                 f"[bold]export {spec.artifact_name}[/bold]"
                 + (" (fp32 twin for the int8 speedup)" if role != "export" else "")
             )
-            artifact = EXPORTERS.get(spec.format)().export(source, spec, ctx, self.tmp)
+            requested = spec.precision
+            source, spec = self._source(ctx, models, spec, devices)
+            if id(source) not in references:
+                references[id(source)] = adapter.predict(source, data.test.x)
+            reference = references[id(source)]
+            artifact = self._exported_before(spec, source, models)
+            if artifact is None:
+                artifact = EXPORTERS.get(spec.format)().export(source, spec, ctx, self.tmp)
             out = run_artifact(artifact, data.test.x, num_outputs=reference.shape[1], threads=threads, ui=ui)
             parity = compare_logits(
                 out.logits, reference, data.test.y, execution_precision=out.execution_precision
             )
+            what = "float" if source is models.float_model else "quantized"
+            if source is not models.float_model and source is not models.final:
+                what = "derived int8"
             ui.info(
                 f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f} "
-                f"with the {'quantized' if source is models.final and spec.precision == 'int8' else 'float'} torch "
-                f"model, max abs diff {parity.max_abs_diff:.2e}, {artifact.size_bytes / 1024:.1f} KiB"
+                f"with the {what} torch model, max abs diff {parity.max_abs_diff:.2e}, "
+                f"{artifact.size_bytes / 1024:.1f} KiB"
             )
-            exported.append(_Exported(artifact, parity, out.logits, role))
+            divergent: tuple[str, ...] = ()
+            if artifact.precision == "int8" and parity.agreement < self.recipe.parity.min_agreement:
+                divergent = self._locate_divergence(source, artifact, data.test.x[:16])
+            exported.append(
+                _Exported(
+                    artifact,
+                    parity,
+                    out.logits,
+                    role,
+                    requested_precision=requested if requested != artifact.precision else None,
+                    divergent_layers=divergent,
+                )
+            )
         return exported
+
+    def _exported_before(self, spec: ExportSpec, source: Any, models: _Models) -> Any:
+        """The artifact of `spec` when the precision planner already exported the same thing for its race
+        (copied under the export's name), else None."""
+        if self.planner is None:
+            return None
+        from edgecompress.exporters.base import copy_artifact
+
+        if source is models.float_model:
+            ops = None
+        elif source is models.final:
+            ops = {}
+        else:
+            ops = dict(getattr(source, "plan", None) or {})
+        done = self.planner.exported(spec, ops)
+        return None if done is None else copy_artifact(done, spec.artifact_name, self.tmp)
+
+    def _locate_divergence(self, source: Any, artifact: Any, images: np.ndarray) -> tuple[str, ...]:
+        """The layers where an int8 artifact under the parity threshold departs from its torch graph."""
+        from edgecompress.exporters.parity_layers import compare_layers
+
+        try:
+            layers = compare_layers(source, artifact.path, artifact.runtime, images)
+        except Exception as exc:  # the comparison is a diagnosis; its failure must not fail the build
+            self.ui.warn(f"{artifact.name}: could not compare its layers with the torch graph ({exc})")
+            return ()
+        divergent = tuple(d.describe() for d in layers if d.divergent)
+        if divergent:
+            self.ui.warn(f"{artifact.name} departs from its torch graph at: {'; '.join(divergent[:3])}")
+        elif layers:
+            self.ui.warn(
+                f"{artifact.name}: every matched layer is within rounding of its torch graph "
+                f"({sum(d.matched for d in layers)} of {len(layers)} quantized tensors compared); the disagreement "
+                "is rounding accumulating over near-tie images"
+            )
+        return divergent
+
+    def _source(
+        self, ctx: Any, models: _Models, spec: ExportSpec, devices: list[DeviceProfile]
+    ) -> tuple[Any, ExportSpec]:
+        """The model an export lowers, and the spec its exporter gets: float exports take the model before
+        `quantize`; int8 and auto ones the quantized model derived by their precision plan (the fp32 model
+        when an auto plan found float fastest), exported at the precision the plan chose."""
+        if spec.precision not in ("int8", "auto"):
+            return models.float_model, spec
+        from edgecompress.precision import Planner
+
+        if self.planner is None:
+            self.planner = Planner(
+                ctx, quantized=models.final, float_model=models.float_model, devices=devices, ui=self.ui
+            )
+        plan = self.planner.plan(spec)
+        name = spec.artifact_name
+        if plan.float_model:
+            return models.float_model, spec.model_copy(update={"precision": "fp32", "name": name})
+        source = self.planner.derive(plan.ops) if plan.ops else models.final
+        return source, spec.model_copy(update={"precision": "int8", "name": name})
 
     def _profile_all(self, exported: list[_Exported], devices: list[DeviceProfile]) -> list[ArtifactResult]:
         """Measure every artifact on every device in `profile.rounds` fresh-process rounds, interleaved
@@ -272,6 +361,8 @@ class _Build:
                     size_bytes=artifact.size_bytes,
                     parity=item.parity,
                     measurements=measurements,
+                    requested_precision=item.requested_precision,
+                    divergent_layers=list(item.divergent_layers),
                 )
             )
         return artifacts
@@ -319,11 +410,21 @@ class _Build:
         model = adapter.load(recipe.model, self.recipe_path)
         adapter.check(model, list(recipe.model.input_shape), data.num_classes)
         ctx = RunContext(
-            recipe=recipe, recipe_path=self.recipe_path, workdir=self.tmp, adapter=adapter, data=data, ui=ui
+            recipe=recipe,
+            recipe_path=self.recipe_path,
+            workdir=self.tmp,
+            adapter=adapter,
+            data=data,
+            ui=ui,
+            recalibrate=self.recalibrate,
         )
         steps, reference, models = self._run_stages(ctx, model)
         adapter.save(models.final, self.tmp / "model.pt2", list(recipe.model.input_shape))
-        exported = self._export_all(ctx, models, devices)
+        try:
+            exported = self._export_all(ctx, models, devices)
+        finally:
+            if self.planner is not None:
+                self.planner.close()
         artifacts = self._profile_all(exported, devices)
         cross = cross_runtime_agreement(exported)
         deployability = self._diagnose_int8(exported, artifacts)
@@ -351,6 +452,7 @@ class _Build:
             artifacts=artifacts,
             cross_runtime=cross,
             deployability=deployability,
+            precision_plans=list(self.planner.plans) if self.planner is not None else [],
             gates=evaluate_gates(recipe, steps, ref_step, artifacts, cross),
             wall_seconds=time.perf_counter() - t0,
         )
@@ -368,11 +470,20 @@ def write_outputs(report: Report, recipe: Recipe, directory: Path) -> None:
         "machine": report.machine,
         "recipe": json.loads(recipe.model_dump_json()),
     }
+    if report.precision_plans:
+        from edgecompress.precision import lock_entry
+
+        lock["plans"] = {plan.artifact: lock_entry(plan) for plan in report.precision_plans}
     (directory / "recipe.lock.yaml").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
 def run_build(
-    recipe_path: str | Path, *, out: str | Path | None = None, verbosity: int = 1, profile: bool = True
+    recipe_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    verbosity: int = 1,
+    profile: bool = True,
+    recalibrate: bool = False,
 ) -> Report:
     """Build the recipe; return the report. Raises RecipeError (bad input), other EdgeCompressErrors (the
     build failed; previous output untouched), or GateFailed (output written, a gate did not pass)."""
@@ -386,7 +497,7 @@ def run_build(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        report = _Build(recipe, recipe_path, tmp, ui, profile=profile).run(devices)
+        report = _Build(recipe, recipe_path, tmp, ui, profile=profile, recalibrate=recalibrate).run(devices)
         write_outputs(report, recipe, tmp)
         _swap_into_place(tmp, out_dir)
     except BaseException:

@@ -139,9 +139,25 @@ class DataSpec(_Strict):
 
 class ExportSpec(_Strict):
     format: str = Field(description="Deployment format: 'tflite' (LiteRT) or 'openvino' (IR).")
-    precision: Literal["fp32", "fp16", "int8"] = Field(default="fp32", description="Numeric precision.")
+    precision: Literal["fp32", "fp16", "int8", "auto"] = Field(
+        default="fp32",
+        description="Numeric precision. int8: every op with a fast int8 form on this runtime in int8 (its fastest "
+        "form, measured on the device); auto: int8 or float per op, whichever the device runs faster, never past "
+        "gates.max_accuracy_drop, and the whole model never slower than its all-int8 and fp32 exports. int8 "
+        "and auto need a quantize stage.",
+    )
     name: str | None = Field(default=None, description="Artifact name; defaults to '<format>-<precision>'.")
     options: dict[str, Any] = Field(default_factory=dict, description="Converter options for this format.")
+    device: str | None = Field(
+        default=None,
+        description="int8/auto: the device the precision plan is measured on (one of `devices`; default the "
+        "first). List an export twice, with names, for one artifact per device.",
+    )
+    plan: str | None = Field(
+        default=None,
+        description="int8/auto: a recipe.lock.yaml (or plan file) whose plan for this artifact is used instead "
+        "of measuring: a build that reproduces on another CPU, or without the device.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -470,8 +486,9 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
         exporter = EXPORTERS.get(spec.format)
         if framework not in exporter.backends:
             raise fail(("export", i, "format"), f"{spec.format} export has no {framework} backend")
-        if spec.precision not in exporter.precisions:
-            raise fail(("export", i, "precision"), f"{spec.format} supports {', '.join(exporter.precisions)}")
+        supported = (*exporter.precisions, "auto") if "int8" in exporter.precisions else exporter.precisions
+        if spec.precision not in supported:
+            raise fail(("export", i, "precision"), f"{spec.format} supports {', '.join(supported)}")
         for key, value in spec.options.items():
             if key not in exporter.options:
                 valid = ", ".join(exporter.options) or "none"
@@ -485,8 +502,26 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
                     ("export", i, "options", key),
                     f"'{value}' is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}",
                 )
-        if spec.precision == "int8" and not has_quantize:
-            raise fail(("export", i, "precision"), "int8 export needs a 'quantize' stage before it")
+        if spec.precision in ("int8", "auto") and not has_quantize:
+            raise fail(
+                ("export", i, "precision"), f"{spec.precision} export needs a 'quantize' stage before it"
+            )
+        if spec.device is not None and spec.device not in recipe.devices:
+            raise fail(
+                ("export", i, "device"),
+                f"'{spec.device}' is not one of the recipe's devices ({', '.join(recipe.devices)})"
+                f"{did_you_mean(spec.device, recipe.devices)}",
+            )
+        if (spec.device is not None or spec.plan is not None) and spec.precision not in ("int8", "auto"):
+            key = "device" if spec.device is not None else "plan"
+            raise fail(
+                ("export", i, key),
+                f"'{key}' applies to int8 and auto exports only (precision is {spec.precision})",
+            )
+        if spec.plan is not None and not resolve_path(spec.plan, recipe_path).is_file():
+            raise fail(
+                ("export", i, "plan"), f"file not found: {spec.plan} (a recipe.lock.yaml of an earlier build)"
+            )
     for i, name in enumerate(recipe.devices):
         try:
             load_device(name, base_dir=recipe_path.parent)

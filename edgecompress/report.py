@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgecompress.deployability import Deployability, render
 from edgecompress.exporters.parity import ParityResult as Parity
+from edgecompress.precision import PrecisionPlan
 from edgecompress.profiling import Measurements
 
 
@@ -42,6 +43,14 @@ class ArtifactResult(BaseModel):
     parity: Parity
     measurements: dict[str, Measurements] = Field(
         default_factory=dict, description="Device name -> measurements."
+    )
+    requested_precision: str | None = Field(
+        default=None, description="The recipe's precision when it differs from what was exported (auto)."
+    )
+    divergent_layers: list[str] = Field(
+        default_factory=list,
+        description="int8 parity under the threshold: the layers where the runtime's tensors depart from the "
+        "torch graph's by more than rounding, earliest first.",
     )
 
 
@@ -89,6 +98,11 @@ class Report(BaseModel):
     deployability: list[Deployability] = Field(
         default_factory=list,
         description="Each int8 artifact against the fp32 export of the same model, per device.",
+    )
+    precision_plans: list[PrecisionPlan] = Field(
+        default_factory=list,
+        description="The precision plan of every int8/auto export: the form of each op and the measurements "
+        "that chose it.",
     )
     gates: list[GateResult]
     wall_seconds: float
@@ -154,6 +168,9 @@ class Report(BaseModel):
                 f"| {a.name}{' (fp32 twin)' if a.role != 'export' else ''} | {a.runtime} | {a.parity.execution_precision} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
                 f"{a.parity.agreement:.4f} | {a.parity.max_abs_diff:.2e} |"
             )
+        for a in self.artifacts:
+            if a.divergent_layers:
+                out += ["", f"**{a.name}** departs from its torch graph at: " + "; ".join(a.divergent_layers)]
         if self.cross_runtime:
             out += [
                 "",
@@ -198,6 +215,10 @@ class Report(BaseModel):
             out += ["", "## Is int8 faster? (measured, with causes found by inspection)"]
             for d in self.deployability:
                 out += ["", *render(d)]
+        if self.precision_plans:
+            out += ["", "## Precision plans (measured on the device)"]
+            for plan in self.precision_plans:
+                out += ["", *render_plan(plan)]
         if self.gates:
             out += ["", "## Gates", ""] + [f"- {'✅' if g.passed else '❌'} {g.message}" for g in self.gates]
         out += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(self.versions.items())]
@@ -245,6 +266,39 @@ def render_op_profiles(rows: list[tuple[str, str, Measurements]], *, top: int = 
                 f"| {i} | {op.name} | {op.type} | {op.exec_type} | {op.precision or '—'} | "
                 f"{op.time_ms or 0:.4f} | {(op.share or 0) * 100:.1f}% |"
             )
+    return out
+
+
+def render_plan(plan: PrecisionPlan, *, top: int = 40) -> list[str]:
+    """Markdown lines for one precision plan: the whole-model race, then each op's form and why."""
+    out = [
+        f"### {plan.artifact} ({plan.runtime} on {plan.device}, precision {plan.precision}, {plan.source})",
+        "",
+    ]
+    if plan.candidates:
+        best = min(c.p50_ms for c in plan.candidates)
+        out.append(
+            "Whole model, fastest of interleaved rounds: "
+            + "; ".join(
+                f"**{c.name}** {c.p50_ms:.3f} ms"
+                if c.name == plan.chosen
+                else f"{c.name} {c.p50_ms:.3f} ms ({c.p50_ms / best:.2f}x)"
+                for c in plan.candidates
+            )
+            + f". Chosen: **{plan.chosen}**."
+        )
+    if plan.val_accuracy:
+        out.append("Validation accuracy: " + ", ".join(f"{k} {v:.4g}" for k, v in plan.val_accuracy.items()))
+    for note in plan.notes:
+        out.append(f"- {note}")
+    chosen = [c for c in plan.choices if c.times_ms or c.form != "int8"]
+    if chosen:
+        out += ["", "| op | module | form | measured per form (ms) | why |", "|---|---|---|---|---|"]
+        for c in chosen[:top]:
+            times = ", ".join(f"{f} {t:.4f}" for f, t in c.times_ms.items()) or "—"
+            out.append(f"| {c.node} ({c.kind}) | {c.module or '—'} | {c.form} | {times} | {c.reason} |")
+        if len(chosen) > top:
+            out.append(f"| … {len(chosen) - top} more in report.json | | | | |")
     return out
 
 

@@ -88,3 +88,25 @@ def artifact_from_file(path: Path) -> Artifact:
         layout=sidecar.get("input", {}).get("layout", "unknown"),
         inference_precision=sidecar.get("runtime_config", {}).get("INFERENCE_PRECISION_HINT"),
     )
+
+
+def copy_artifact(artifact: Artifact, name: str, out_dir: Path) -> Artifact:
+    """The artifact's files copied to `out_dir` under the name `name` (its sidecar too, naming it): an
+    artifact exported once, e.g. by the precision planner's race, becomes the build's export without a
+    second conversion."""
+    import json
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for f in artifact.files:
+        target = out_dir / f"{name}{f.suffix}"
+        shutil.copyfile(f, target)
+        files.append(target)
+    sidecar = artifact.path.with_suffix(".json")
+    if sidecar.is_file():
+        data = json.loads(sidecar.read_text())
+        data["artifact"] = name
+        data["files"] = [f.name for f in files]
+        (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    return artifact.model_copy(update={"name": name, "path": files[0], "files": files})

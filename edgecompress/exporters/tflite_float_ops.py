@@ -155,6 +155,9 @@ def float_ops(tflite_model: bytes, tags: Sequence[Any]) -> tuple[bytes, list[str
             if tensor.type not in (fb.TensorType.INT8, fb.TensorType.INT32, fb.TensorType.UINT8):
                 continue
             values = _constant(model, tensor)
+            quantized = tensor.quantization is not None and tensor.quantization.scale is not None
+            if not quantized or (values is not None and len(np.atleast_1d(tensor.quantization.scale)) == 0):
+                continue  # an integer operand that is not a quantized value (MEAN's axes, PAD's paddings)
             if values is not None:
                 scales = np.asarray(tensor.quantization.scale, dtype=np.float64)
                 zero_points = tensor.quantization.zeroPoint
@@ -177,9 +180,24 @@ def float_ops(tflite_model: bytes, tags: Sequence[Any]) -> tuple[bytes, list[str
                 op.outputs[slot] = floated
                 after.append(operator(fb.BuiltinOperator.QUANTIZE, [floated], [t]))
         graph.operators[index : index + 1] = [*before, op, *after]
-        for tensor in graph.tensors:
+        restored = set()
+        for t, tensor in enumerate(graph.tensors):
             scale = _scale_of(tensor)
             if scale is not None and np.isclose(scale, tag.tagged_scale, rtol=2**-22, atol=0):
                 tensor.quantization.scale = [tag.scale]
+                restored.add(t)
+        # an int8 conv / linear reading a restored tensor has its int32 bias at input scale x weight scale,
+        # computed by the converter from the tagged input scale: move the bias scale with it (TFLite checks
+        # the product to a relative 1e-6; the tag is larger than that from the second tag on)
+        for consumer in graph.operators:
+            if len(consumer.inputs) > 2 and consumer.inputs[0] in restored and consumer.inputs[2] >= 0:
+                bias = graph.tensors[consumer.inputs[2]]
+                if (
+                    bias.type == fb.TensorType.INT32
+                    and bias.quantization is not None
+                    and bias.quantization.scale is not None
+                ):
+                    factor = tag.scale / tag.tagged_scale
+                    bias.quantization.scale = [float(b) * factor for b in bias.quantization.scale]
         done.append(f"{tag.node} ({op_type(op)}) in float32")
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), done

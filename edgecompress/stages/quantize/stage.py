@@ -121,3 +121,7 @@ class QuantizeStage(Stage):
     name = "quantize"
     Config = QuantizeConfig
     backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.quantize.torch_backend:quantize"}
+    #: Per framework, the module the precision planner (`edgecompress/precision.py`) derives export graphs
+    #: with: plan_ops(model), plan_layers(model, input_shape), derive(model, plan, input_shape=...),
+    #: openvino_placement(model).
+    plan_backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.quantize.torch_derive"}

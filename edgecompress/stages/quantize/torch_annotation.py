@@ -238,6 +238,32 @@ def annotate_modern_ops(gm: torch.fx.GraphModule, config: Any, keep: Any) -> int
     return annotated
 
 
+def share_fixed_scales(gm: torch.fx.GraphModule) -> int:
+    """Ops that read a fixed-scale output (a sigmoid's or hardsigmoid's 1/256, a tanh's 1/128) read it as it
+    is; returns how many inputs were changed.
+
+    Annotators ask for their inputs in the ordinary activation scheme; where the producer's output has a
+    fixed scale, that is a second quantizer on the same tensor, and a requantization in the artifact (an
+    extra QUANTIZE op in the .tflite between a squeeze-excitation gate and its multiply). Every int8 kernel
+    that reads such a tensor takes any input scale, so the input shares the producer's.
+    """
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, SharedQuantizationSpec
+
+    changed = 0
+    for node in gm.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is None or not annotation.input_qspec_map:
+            continue
+        for arg, spec in list(annotation.input_qspec_map.items()):
+            produced = arg.meta.get("quantization_annotation") if isinstance(arg, torch.fx.Node) else None
+            if produced is None or not isinstance(produced.output_qspec, FixedQParamsQuantizationSpec):
+                continue
+            if spec is not produced.output_qspec and not isinstance(spec, SharedQuantizationSpec):
+                annotation.input_qspec_map[arg] = SharedQuantizationSpec(arg)
+                changed += 1
+    return changed
+
+
 #: aten ops that only move, reshape or alias data (int8 passes through them unchanged), and BatchNorm, which
 #: is folded into the conv before it runs.
 PASS_THROUGH_OPS = frozenset(
@@ -334,6 +360,7 @@ def make_quantizer(*, qat: bool, float_layers: tuple[str, ...]) -> Any:
                 self._annotate_all_static_patterns(model, self.global_config, quantized)
             annotate_modern_ops(model, self.global_config, quantized)
             pt2e_quantizer_utils.propagate_annotation(model)
+            share_fixed_scales(model)
             self.float_fallbacks = float_fallbacks(model, quantized)
             return model
 

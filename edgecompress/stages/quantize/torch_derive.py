@@ -168,9 +168,12 @@ class _Rewriter:
             obj = getattr(obj, part)
         return obj
 
-    def const(self, value: torch.Tensor | float) -> torch.fx.Node:
-        """A 4-D constant (litert-torch's layout pass needs every operand of an NHWC op 4-D)."""
-        tensor = value if isinstance(value, torch.Tensor) else torch.full((1, 1, 1, 1), float(value))
+    def const(self, value: float, like: torch.fx.Node) -> torch.fx.Node:
+        """A constant of `like`'s rank, all ones but the value (litert-torch's layout pass needs every operand
+        of an NHWC op 4-D; a 4-D constant beside a 2-D tensor would broadcast it to 4-D)."""
+        meta = like.meta.get("tensor_meta", like.meta.get("val"))
+        rank = len(meta.shape) if getattr(meta, "shape", None) is not None else 4
+        tensor = torch.full((1,) * rank, float(value))
         name = f"_derived_const_{self._consts}"
         self._consts += 1
         self.gm.register_buffer(name, tensor.detach().clone().float())
@@ -203,10 +206,10 @@ class _Rewriter:
                 gate = self.qdq(self.graph.call_function(aten.sigmoid.default, (x,)), 1 / 256, -128)
                 out = self.graph.call_function(aten.mul.Tensor, (self.dq_copy(x), gate))
             else:
-                shifted = self.graph.call_function(aten.add.Tensor, (x, self.const(3.0)))
+                shifted = self.graph.call_function(aten.add.Tensor, (x, self.const(3.0, x)))
                 relu6 = self.graph.call_function(aten.hardtanh.default, (shifted, 0.0, 6.0))
                 gate = self.graph.call_function(
-                    aten.mul.Tensor, (self.qdq(relu6, 6 / 255, -128), self.const(1 / 6))
+                    aten.mul.Tensor, (self.qdq(relu6, 6 / 255, -128), self.const(1 / 6, x))
                 )
                 if kind == "hardsigmoid":
                     out = gate
@@ -305,9 +308,9 @@ class FloatOpTag:
     scale: float
 
 
-def derive(module: Any, plan: Mapping[str, str], *, input_shape: list[int] | None = None) -> Any:
-    """A copy of `module` (a converted PT2EModule) with each op in `plan` in its form. Ops not in the plan
-    keep `int8`. ValueError for an unknown node or a form the op cannot take. The result carries
+def derive(module: Any, plan: Mapping[str, str], *, input_shape: list[int]) -> Any:
+    """A copy of `module` (a converted PT2EModule) with each op in `plan` in its form (`input_shape`: the
+    model's, batch first, to give every node its shape). Ops not in the plan keep `int8`. ValueError for an unknown node or a form the op cannot take. The result carries
     `float_op_tags` (the ops the TFLite exporter makes float) and `plan` (what was applied)."""
     ops = {op.node: op for op in quantized_ops(module.graph_module)}
     unknown = [n for n in plan if n not in ops]
@@ -319,10 +322,9 @@ def derive(module: Any, plan: Mapping[str, str], *, input_shape: list[int] | Non
                 f"{name} ({ops[name].kind}) cannot take form {form!r}; it can: {ops[name].forms}"
             )
     gm = copy.deepcopy(module.graph_module)
-    if input_shape is not None:  # shapes on every node, for rewrites that need them (depthwise pools)
-        from torch.fx.passes.shape_prop import ShapeProp
+    from torch.fx.passes.shape_prop import ShapeProp
 
-        ShapeProp(gm).propagate(torch.zeros([1, *input_shape[1:]]))
+    ShapeProp(gm).propagate(torch.zeros([1, *input_shape[1:]]))  # shapes for rewrites that need them
     rewriter = _Rewriter(gm)
     nodes = {n.name: n for n in gm.graph.nodes}
     tags: list[FloatOpTag] = []
@@ -333,8 +335,8 @@ def derive(module: Any, plan: Mapping[str, str], *, input_shape: list[int] | Non
         elif form == "int8-depthwise":
             if not rewriter.depthwise_pool(node):
                 raise ValueError(
-                    f"{name}: this average pool has no exact depthwise form (ceil_mode, a divisor, padding not "
-                    "counted, or no input_shape given to derive)"
+                    f"{name}: this average pool has no exact depthwise form (ceil_mode, a divisor, or padding "
+                    "not counted)"
                 )
         elif form == "float":
             if kind in ("conv", "linear"):
@@ -351,3 +353,83 @@ def derive(module: Any, plan: Mapping[str, str], *, input_shape: list[int] | Non
     derived.float_op_tags = tuple(tags)
     derived.plan = dict(plan)
     return derived
+
+
+# ---------------------------------------------------------------------------------- for the precision planner
+
+#: Ops OpenVINO's CPU plugin does not run on int8 inputs (NNCF quantizes no input of theirs): a quantizer
+#: between a conv and one of them only stops the plugin fusing it into the conv.
+OPENVINO_UNQUANTIZED_READERS = (
+    "hardswish",
+    "hardsigmoid",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "relu",
+    "clamp",
+)
+
+
+def _readers(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The ops reading `node`'s (quantized) output, through its quantize/dequantize pair."""
+    found = _output_quant(node)
+    if found is None:
+        return list(node.users)
+    _, dqs = found
+    return [u for dq in dqs for u in dq.users]
+
+
+def _producer(node: torch.fx.Node) -> torch.fx.Node:
+    """The op whose output `node` is, looking back through dequantize/quantize."""
+    q, dq, _, _ = _q_ops()
+    while node.target in (q, dq) and isinstance(node.args[0], torch.fx.Node):
+        node = node.args[0]
+    return node
+
+
+def openvino_placement(module: Any) -> dict[str, str]:
+    """Where NNCF would not quantize for OpenVINO: `unquantized-output` for every op whose output only
+    activations read (the plugin fuses conv + activation when no FakeQuantize sits between them) and for
+    the two sides of a squeeze-excitation gate (NNCF's SE_BLOCK pattern leaves its mean and multiply
+    unquantized: the gate and the features it scales)."""
+    gm = module.graph_module
+    kinds = _op_kinds()
+    ops = {op.node: op for op in quantized_ops(gm)}
+    gates = {"sigmoid", "hardsigmoid"}
+    gate_muls = {
+        n
+        for n in gm.graph.nodes
+        if kinds.get(n.target) == "mul"
+        and any(isinstance(a, torch.fx.Node) and kinds.get(_producer(a).target) in gates for a in n.args[:2])
+    }
+    plan: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        op = ops.get(node.name)
+        if op is None or "unquantized-output" not in op.forms:
+            continue
+        readers = _readers(node)
+        if not readers:
+            continue
+        scaled_by_gate = any(r in gate_muls for r in readers)
+        unquantized = all(
+            kinds.get(r.target) in OPENVINO_UNQUANTIZED_READERS
+            or r in gate_muls
+            or (scaled_by_gate and kinds.get(r.target) == "mean")
+            for r in readers
+        )
+        if unquantized:
+            plan[node.name] = "unquantized-output"
+    return plan
+
+
+def plan_ops(module: Any) -> list[QuantizedOp]:
+    """The ops of a quantized model a precision plan chooses forms for."""
+    return quantized_ops(module.graph_module)
+
+
+def plan_layers(module: Any, input_shape: list[int]) -> dict[str, Any]:
+    """fx node name -> LayerOp (the op's shapes, for the latency model) of a quantized model."""
+    from edgecompress.frameworks.torch_layers import layer_ops
+
+    return {layer.node: layer for layer in layer_ops(copy.deepcopy(module.graph_module), input_shape)}

@@ -1,0 +1,457 @@
+"""Per-export precision plans: which form each op of the quantized model takes on one runtime and device.
+
+An int8 or `auto` export does not lower the quantized graph as it is. For each op the planner measures the
+forms that runtime can run (`stages/quantize/torch_derive.py`: int8, int8 decomposed into ops the runtime's
+fast path takes, int8 depthwise for average pools, float between a dequantize and a quantize) with the
+device's latency model, and picks:
+
+- `precision: int8`: every op with a fast int8 form stays int8 in its fastest int8 form; an op whose int8
+  kernels are all slower than float by more than `FLOAT_MARGIN` (e.g. LiteRT's int8 GELU and average pool,
+  outside XNNPACK) runs in float alone, with a dequantize before and a quantize after. Convolutions and
+  linear layers always stay int8.
+- `precision: auto`: every op the fastest form, float included (int8 wins ties within `FLOAT_MARGIN`:
+  smaller and as fast); then, when the recipe gates the accuracy drop, the layers whose int8 costs the
+  most validation accuracy go back to float until the drop is within the gate (per-layer sensitivity).
+
+OpenVINO decides the precision of activations itself; its plans add NNCF's quantizer placement as a
+candidate (no FakeQuantize where only an activation reads a tensor, none around a squeeze-excitation
+gate). Every plan is then checked whole: the planned model, the all-int8 one and (for `auto`) the fp32 one
+are exported and timed on the device in interleaved rounds, and the fastest wins (for `int8`, among the
+int8 ones). The report lists each op's choice with the measured times behind it, and the whole-model race.
+
+A plan is written to `recipe.lock.yaml`; `plan: FILE` on an export reads it back instead of measuring, so a
+build reproduces on another CPU and a test does not depend on the one it runs on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgecompress.console import UI
+from edgecompress.errors import DeviceError, EdgeCompressError, RecipeError
+from edgecompress.latency.graph import Node, OpGraph
+from edgecompress.registry import EXPORTERS, RUNNERS, STAGES, import_object
+from edgecompress.specs import DeviceProfile
+
+#: An int8 form is kept unless float is faster by more than this (int8 is smaller, and runs agree better).
+FLOAT_MARGIN = 0.10
+#: Forms each runtime can run, in the order they are preferred on a tie.
+RUNTIME_FORMS = {
+    "litert": ("int8", "int8-decomposed", "int8-depthwise", "float"),
+    "openvino": ("int8", "float"),
+}
+#: Op kinds whose plain `int8` form the TFLite converter lowers to float ops anyway (no int8 TFLite op).
+LITERT_NO_NATIVE_INT8 = ("hardsigmoid", "silu", "layer_norm")
+#: Op kinds that always stay int8 under `precision: int8` (the weights are what int8 is asked for).
+WEIGHT_KINDS = ("conv", "linear")
+CANDIDATE_RUNS = 100
+
+
+class OpChoice(BaseModel):
+    """One op's form in a plan, and why."""
+
+    model_config = ConfigDict(frozen=True)
+    node: str = Field(description="The op's node in the quantized graph (the plan's key).")
+    kind: str
+    module: str = Field(description="Module path it comes from ('' at top level).")
+    form: str
+    times_ms: dict[str, float] = Field(
+        default_factory=dict, description="Measured latency of each form on the device (latency model)."
+    )
+    reason: str = ""
+
+
+class Candidate(BaseModel):
+    """A whole model timed in the planner's race."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str = Field(description="plan, all-int8, openvino-placement, fp32")
+    p50_ms: float
+    rounds_p50_ms: list[float]
+
+
+class PrecisionPlan(BaseModel):
+    """What an int8 / auto export runs: a form per op, for one runtime on one device."""
+
+    artifact: str
+    format: str
+    runtime: str
+    device: str
+    precision: Literal["int8", "auto"]
+    ops: dict[str, str] = Field(description="node -> form, for every op not in its plain int8 form.")
+    choices: list[OpChoice] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(default_factory=list)
+    chosen: str = Field(default="plan", description="The candidate that won the whole-model race.")
+    source: str = Field(default="measured", description="'measured', or 'pinned (<file>)'.")
+    val_accuracy: dict[str, float] = Field(
+        default_factory=dict, description="Validation accuracy of the float model and of the plan."
+    )
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def float_model(self) -> bool:
+        """Whether the fp32 model won (an `auto` export whose every int8 form was slower)."""
+        return self.chosen == "fp32"
+
+    def summary(self) -> str:
+        forms: dict[str, int] = {}
+        for form in self.ops.values():
+            forms[form] = forms.get(form, 0) + 1
+        shown = ", ".join(f"{n} {f}" for f, n in sorted(forms.items())) or "every op int8"
+        race = "; ".join(f"{c.name} {c.p50_ms:.3f} ms" for c in self.candidates)
+        return f"{self.artifact} on {self.device}: {shown}; chosen {self.chosen}" + (
+            f" ({race})" if race else ""
+        )
+
+
+def form_graph(layer: Any, form: str, runtime: str) -> OpGraph | None:
+    """The one-op graph whose latency is the cost of `layer` (a LayerOp) in `form` on `runtime`."""
+    if form == "int8":
+        if runtime == "litert" and layer.kind in LITERT_NO_NATIVE_INT8:
+            return None
+        return layer.graph("int8")
+    if form == "int8-decomposed":
+        return layer.graph("int8", form="decomposed") if layer.kind == "hardswish" else layer.graph("int8")
+    if form == "int8-depthwise":
+        attrs = dict(layer.attrs)
+        channels = layer.input_shape[-1]
+        node = Node.make(
+            layer.node,
+            "conv2d",
+            precision="int8",
+            out_channels=channels,
+            kernel=attrs["kernel"],
+            stride=attrs["stride"],
+            padding=attrs["padding"],
+            groups=channels,
+        )
+        return OpGraph(
+            layer.input_shape, (node,), label=f"avg_pool2d as depthwise {list(layer.input_shape)} int8"
+        )
+    if form == "float":
+        return layer.graph("fp32", boundaries="int8")
+    return None
+
+
+class Planner:
+    """Makes the precision plans of a build (one per int8/auto export), measuring on its devices."""
+
+    def __init__(
+        self, ctx: Any, *, quantized: Any, float_model: Any, devices: list[DeviceProfile], ui: UI
+    ) -> None:
+        self.ctx = ctx
+        self.quantized = quantized
+        self.float_model = float_model
+        self.devices = {d.name: d for d in devices}
+        self.ui = ui
+        self.backend = import_object(STAGES.get("quantize").plan_backends[ctx.framework])
+        self.ops = self.backend.plan_ops(quantized)
+        self._layers: dict[str, Any] | None = None
+        self._models: dict[tuple[str, str], Any] = {}
+        self.plans: list[PrecisionPlan] = []
+        #: Artifacts exported for the races, by what they are (format, options, ops or fp32), kept until
+        #: `close()` so that the winner becomes the build's export without a second conversion.
+        self._exported: dict[str, Any] = {}
+        self._workdir: Path | None = None
+
+    def close(self) -> None:
+        """Remove the race's artifacts."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    @staticmethod
+    def _artifact_key(spec: Any, ops: dict[str, str] | None) -> str:
+        what = "fp32" if ops is None else ",".join(f"{n}={f}" for n, f in sorted(ops.items()))
+        return f"{spec.format}|{sorted(spec.options.items())}|{what}"
+
+    def exported(self, spec: Any, ops: dict[str, str] | None) -> Any:
+        """The artifact the planner already exported for `spec` with `ops` (None: the fp32 model), or None."""
+        return self._exported.get(self._artifact_key(spec, ops))
+
+    def _export(self, spec: Any, ops: dict[str, str] | None) -> Any:
+        key = self._artifact_key(spec, ops)
+        if key not in self._exported:
+            if self._workdir is None:
+                self._workdir = Path(tempfile.mkdtemp(prefix="edgecompress-plan-"))
+            number = len(self._exported)
+            source = self.float_model if ops is None else self.derive(ops)
+            candidate = spec.model_copy(
+                update={
+                    "precision": "fp32" if ops is None else "int8",
+                    "name": f"candidate-{number}",
+                    "plan": None,
+                }
+            )
+            quiet = UI(verbosity=0, console=self.ui.console)
+            original_ui, self.ctx.ui = self.ctx.ui, quiet
+            try:
+                self._exported[key] = EXPORTERS.get(spec.format)().export(
+                    source, candidate, self.ctx, self._workdir / str(number)
+                )
+            finally:
+                self.ctx.ui = original_ui
+        return self._exported[key]
+
+    @property
+    def layers(self) -> dict[str, Any]:
+        if self._layers is None:
+            self._layers = self.backend.plan_layers(self.quantized, self.ctx.input_shape)
+        return self._layers
+
+    def latency_model(self, device: DeviceProfile, runtime: str) -> Any:
+        from edgecompress.latency.model import LatencyModel
+
+        key = (device.name, runtime)
+        if key not in self._models:
+            threads = self.ctx.recipe.profile.threads or device.threads
+            self._models[key] = LatencyModel(
+                device, runtime, threads=threads, ui=self.ui, recalibrate=self.ctx.recalibrate
+            )
+        return self._models[key]
+
+    def derive(self, ops: dict[str, str]) -> Any:
+        return self.backend.derive(self.quantized, ops, input_shape=self.ctx.input_shape)
+
+    # -------------------------------------------------------------------------------------- planning
+
+    def plan(self, spec: Any) -> PrecisionPlan:
+        """The plan of one int8/auto export (pinned, or made by measurement on its device)."""
+        exporter = EXPORTERS.get(spec.format)
+        device_name = spec.device or self.ctx.recipe.devices[0]
+        if spec.plan:
+            plan = self._pinned(spec, device_name)
+        else:
+            device = self.devices.get(device_name)
+            if device is None:
+                raise RecipeError(
+                    f"export {spec.artifact_name}: device '{device_name}' is not in the recipe's devices"
+                )
+            try:
+                plan = self._measured(spec, exporter.runtime, device)
+            except DeviceError as exc:
+                raise DeviceError(
+                    f"{exc} — {spec.artifact_name} needs the device to choose its precision plan; pin one "
+                    f"made elsewhere with `plan: <recipe.lock.yaml>` on the export"
+                ) from exc
+        self.plans.append(plan)
+        self.ui.info(f"  precision plan {plan.summary()}")
+        return plan
+
+    def _pinned(self, spec: Any, device: str) -> PrecisionPlan:
+        path = Path(spec.plan)
+        if not path.is_absolute():
+            path = self.ctx.recipe_path.parent / path
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise RecipeError(
+                f"export {spec.artifact_name}: plan file {path}: cannot read it ({exc})"
+            ) from None
+        plans = (data or {}).get("plans", {})
+        entry = plans.get(spec.artifact_name)
+        if entry is None:
+            raise RecipeError(
+                f"export {spec.artifact_name}: plan file {path} has no plan for it (has: {', '.join(plans) or 'none'})"
+            )
+        plan = PrecisionPlan.model_validate(entry)
+        known = {op.node for op in self.ops}
+        unknown = sorted(set(plan.ops) - known)
+        if unknown:
+            raise RecipeError(
+                f"export {spec.artifact_name}: plan file {path} names ops this model does not have "
+                f"({', '.join(unknown[:4])}); it was made for another model or recipe"
+            )
+        return plan.model_copy(update={"source": f"pinned ({path})", "artifact": spec.artifact_name})
+
+    def _measured(self, spec: Any, runtime: str, device: DeviceProfile) -> PrecisionPlan:
+        precision = spec.precision
+        model = self.latency_model(device, runtime)
+        choices = self._choose_forms(model, runtime, precision)
+        ops = {c.node: c.form for c in choices if c.form != "int8"}
+        val = {}
+        if precision == "auto":
+            ops, val = self._within_accuracy(ops, choices)
+            choices = [
+                c
+                if ops.get(c.node, "int8") == c.form
+                else c.model_copy(
+                    update={
+                        "form": ops.get(c.node, "int8"),
+                        "reason": "kept float: its int8 cost validation accuracy beyond gates.max_accuracy_drop",
+                    }
+                )
+                for c in choices
+            ]
+        plan = PrecisionPlan(
+            artifact=spec.artifact_name,
+            format=spec.format,
+            runtime=runtime,
+            device=device.name,
+            precision=precision,
+            ops=ops,
+            choices=choices,
+            val_accuracy=val,
+            notes=list(model.notes),
+        )
+        return self._race(plan, spec, device)
+
+    def _choose_forms(self, model: Any, runtime: str, precision: str) -> list[OpChoice]:
+        allowed = RUNTIME_FORMS[runtime]
+        graphs: dict[tuple[str, str], OpGraph] = {}
+        for op in self.ops:
+            layer = self.layers.get(op.node)
+            if layer is None or not op.int8:
+                continue
+            for form in op.forms:
+                if form not in allowed or (
+                    precision == "int8" and form == "float" and op.kind in WEIGHT_KINDS
+                ):
+                    continue
+                if runtime == "openvino" and form == "float" and op.kind not in WEIGHT_KINDS:
+                    continue  # OpenVINO picks the precision of ops without weights itself
+                graph = form_graph(layer, form, runtime)
+                if graph is not None:
+                    graphs[(op.node, form)] = graph
+        # only ops with a choice need measuring
+        choosing = {n for n, _ in graphs if sum(1 for m, _ in graphs if m == n) > 1}
+        wanted = {k: g for k, g in graphs.items() if k[0] in choosing}
+        times = dict(zip(wanted, model.latencies(list(wanted.values()), what="op forms"), strict=True))
+        choices = []
+        for op in self.ops:
+            measured = {form: t for (node, form), t in times.items() if node == op.node}
+            if not measured:
+                forms = [f for (node, f) in graphs if node == op.node]
+                form = forms[0] if forms else ("int8" if op.int8 else "float")
+                choices.append(
+                    OpChoice(node=op.node, kind=op.kind, module=op.module, form=form, reason="only form")
+                )
+                continue
+            int8_forms = {f: t for f, t in measured.items() if f != "float"}
+            best_int8 = min(int8_forms, key=int8_forms.get) if int8_forms else None
+            form = best_int8 or "float"
+            reason = (
+                f"fastest int8 form ({int8_forms[best_int8] * 1000:.1f} us)" if best_int8 else "no int8 form"
+            )
+            if (
+                "float" in measured
+                and best_int8 is not None
+                and measured["float"] * (1 + FLOAT_MARGIN) < int8_forms[best_int8]
+            ):
+                form = "float"
+                reason = (
+                    f"float with its dequantize/quantize {measured['float'] * 1000:.1f} us beats "
+                    f"{best_int8} {int8_forms[best_int8] * 1000:.1f} us"
+                )
+            choices.append(
+                OpChoice(
+                    node=op.node,
+                    kind=op.kind,
+                    module=op.module,
+                    form=form,
+                    times_ms={f: round(t, 5) for f, t in measured.items()},
+                    reason=reason,
+                )
+            )
+        return choices
+
+    def _within_accuracy(
+        self, ops: dict[str, str], choices: list[OpChoice]
+    ) -> tuple[dict[str, str], dict[str, float]]:
+        """Put the most accuracy-sensitive int8 weight layers back to float until the plan's validation
+        accuracy is within the recipe's max_accuracy_drop of the float model's."""
+        budget = self.ctx.recipe.gates.max_accuracy_drop
+        adapter, val = self.ctx.adapter, self.ctx.data.val
+        if len(val) == 0:
+            return ops, {}
+
+        def accuracy(model: Any) -> float:
+            return float((adapter.predict(model, val.x).argmax(1) == val.y).mean())
+
+        reference = accuracy(self.float_model)
+        current = accuracy(self.derive(ops))
+        scores = {"float model": round(reference, 4), "plan": round(current, 4)}
+        if budget is None or reference - current <= budget + 1e-12:
+            return ops, scores
+        candidates = [c.node for c in choices if c.kind in WEIGHT_KINDS and ops.get(c.node, "int8") == "int8"]
+        gains = {}
+        for node in candidates:
+            gains[node] = accuracy(self.derive({**ops, node: "float"})) - current
+        ops = dict(ops)
+        for node in sorted(gains, key=lambda n: -gains[n]):
+            if reference - current <= budget + 1e-12 or gains[node] <= 0:
+                break
+            ops[node] = "float"
+            current = accuracy(self.derive(ops))
+            self.ui.info(f"  {node}: int8 cost accuracy; kept float (plan val accuracy now {current:.4f})")
+        scores["plan"] = round(current, 4)
+        scores["layers kept float for accuracy"] = float(sum(1 for n in candidates if ops.get(n) == "float"))
+        return ops, scores
+
+    # ------------------------------------------------------------------------------------------- race
+
+    def _race(self, plan: PrecisionPlan, spec: Any, device: DeviceProfile) -> PrecisionPlan:
+        """Time the planned model against the all-int8 one (and the fp32 one for auto; OpenVINO: NNCF's
+        placement too) on the device; the fastest wins."""
+        contenders: dict[str, dict[str, str] | None] = {"plan": plan.ops, "all-int8": {}}
+        if plan.runtime == "openvino":
+            placement = self.backend.openvino_placement(self.quantized)
+            contenders["openvino-placement"] = {
+                **placement,
+                **{n: f for n, f in plan.ops.items() if f == "float"},
+            }
+        if plan.precision == "auto":
+            contenders["fp32"] = None
+        unique: dict[str, dict[str, str] | None] = {}
+        for name, ops in contenders.items():
+            if ops is None or all(ops != other for other in unique.values() if other is not None):
+                unique[name] = ops
+        if len(unique) == 1:  # nothing to race: the plan is the all-int8 model
+            return plan.model_copy(update={"chosen": "plan"})
+        with self.ui.progress(
+            f"precision plan race: exporting {len(unique)} candidates", total=len(unique)
+        ) as task:
+            artifacts = []
+            for ops in unique.values():
+                artifacts.append(self._export(spec, ops))
+                task.advance()
+        runner = RUNNERS.get(device.connection.runner)()
+        threads = self.ctx.recipe.profile.threads or device.threads
+        with self.ui.progress(f"precision plan race on {device.name}", total=None):
+            result = runner.run_batch(
+                artifacts,
+                device,
+                runs=CANDIDATE_RUNS,
+                warmup_seconds=0.2,
+                threads=threads,
+                rounds=max(3, self.ctx.recipe.profile.rounds),
+            )
+        candidates = []
+        for name, timing in zip(unique, result.timings, strict=True):
+            if timing.error:
+                raise DeviceError(
+                    f"{device.name}: could not time the {name} candidate of {spec.artifact_name}: {timing.error}"
+                )
+            candidates.append(
+                Candidate(name=name, p50_ms=timing.p50_ms, rounds_p50_ms=list(timing.rounds_p50_ms))
+            )
+        best = min(candidates, key=lambda c: c.p50_ms)
+        ops = plan.ops if best.name == "plan" else (unique[best.name] or {})
+        return plan.model_copy(update={"candidates": candidates, "chosen": best.name, "ops": dict(ops)})
+
+
+def lock_entry(plan: PrecisionPlan) -> dict[str, Any]:
+    """The plan as recipe.lock.yaml stores it (what `plan: FILE` reads back)."""
+    return plan.model_dump(mode="json", exclude={"source"})
+
+
+def check_plan_target(spec: Any) -> None:
+    """EdgeCompressError for an export that asks for a plan it cannot have."""
+    if spec.plan and spec.precision not in ("int8", "auto"):
+        raise EdgeCompressError(f"export {spec.artifact_name}: `plan` applies to int8 and auto exports only")

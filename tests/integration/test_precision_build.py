@@ -1,0 +1,133 @@
+"""End to end: int8 and auto exports whose precision plans are measured on this machine, written to the lock
+file, and pinned from it in a second build.
+
+Which form wins depends on the CPU (these machines differ: AVX2, AVX-512 VNNI, AMX), so the tests check what
+must hold on any of them: every op has a valid form with the measurements behind it, the whole-model race
+picked its fastest candidate, the artifacts keep their names and agree with their derived torch graphs, and
+a pinned plan reproduces the first build's without measuring.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from edgecompress.errors import RecipeError
+from edgecompress.pipeline import run_build
+from edgecompress.recipe import load_recipe
+from edgecompress.stages.quantize.torch_derive import FORMS
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.integration
+
+RECIPE = f"""\
+name: precision
+seed: 0
+model: {{source: {EXAMPLES}:tiny_mobile_v3, input_shape: [1, 1, 16, 16]}}
+data: {{dataset: digits, image_size: [16, 16], normalize: {{mean: [0.5], std: [0.5]}}}}
+stages:
+  - {{type: train, epochs: 3, lr: 0.005}}
+  - {{type: quantize, mode: ptq, calibration_samples: 128}}
+export:
+  - {{format: tflite, precision: int8{{plan}}}}
+  - {{format: openvino, precision: int8{{plan}}}}
+  - {{format: tflite, precision: auto{{plan}}}}
+profile: {{runs: 20, warmup_seconds: 0.1, rounds: 1}}
+parity: {{min_agreement: 0.9}}
+gates: {{max_accuracy_drop: 0.2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGECOMPRESS_CACHE", str(root / "cache"))
+        recipe = root / "recipe.yaml"
+        recipe.write_text(RECIPE.replace("{plan}", ""))
+        report = run_build(recipe, out=root / "out", verbosity=0)
+    return root, report
+
+
+def test_every_int8_and_auto_export_has_a_measured_plan(first):
+    _, report = first
+    plans = {p.artifact: p for p in report.precision_plans}
+    assert set(plans) == {"tflite-int8", "openvino-int8", "tflite-auto"}
+    for plan in plans.values():
+        assert plan.device == "desktop" and plan.source == "measured"
+        assert set(plan.ops.values()) <= set(FORMS)
+        assert {c.node for c in plan.choices} >= set(plan.ops) or plan.chosen != "plan"
+        if plan.candidates:  # the whole-model race: the chosen candidate is the fastest one timed
+            assert plan.chosen == min(plan.candidates, key=lambda c: c.p50_ms).name
+    tflite = plans["tflite-int8"]
+    hardswish = [c for c in tflite.choices if c.kind == "hardswish"]
+    assert hardswish and all({"int8", "int8-decomposed"} <= set(c.times_ms) for c in hardswish)
+    assert all(c.form in ("int8", "int8-decomposed", "float") for c in hardswish)
+    # under int8 the convolutions stay int8 whatever the timings
+    assert all(
+        plans["tflite-int8"].ops.get(c.node, "int8") == "int8" for c in tflite.choices if c.kind == "conv"
+    )
+    assert plans["tflite-auto"].chosen in {"plan", "all-int8", "fp32"}
+    assert {"float model", "plan"} <= set(plans["tflite-auto"].val_accuracy)
+
+
+def test_artifacts_keep_their_names_and_agree_with_their_graphs(first):
+    root, report = first
+    artifacts = {a.name: a for a in report.artifacts}
+    assert {"tflite-int8", "openvino-int8", "tflite-auto", "tflite-fp32-twin", "openvino-fp32-twin"} <= set(
+        artifacts
+    )
+    auto = artifacts["tflite-auto"]
+    assert auto.requested_precision == "auto" and auto.precision in ("int8", "fp32")
+    assert (root / "out" / "tflite-auto.tflite").is_file()
+    for name in ("tflite-int8", "openvino-int8"):
+        assert artifacts[name].precision == "int8" and artifacts[name].parity.agreement >= 0.9
+    markdown = (root / "out" / "report.md").read_text()
+    assert (
+        "## Precision plans (measured on the device)" in markdown
+        and "tflite-auto (litert on desktop" in markdown
+    )
+
+
+def test_a_pinned_plan_reproduces_the_first_build_without_measuring(first, tmp_path):
+    root, report = first
+    lock = yaml.safe_load((root / "out" / "recipe.lock.yaml").read_text())
+    assert set(lock["plans"]) == {"tflite-int8", "openvino-int8", "tflite-auto"}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.replace("{plan}", f", plan: {root / 'out' / 'recipe.lock.yaml'}"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "empty-cache"))
+        again = run_build(recipe, out=tmp_path / "out", verbosity=0, profile=False)
+    assert not (tmp_path / "empty-cache").exists()  # nothing was measured
+    before = {p.artifact: p for p in report.precision_plans}
+    for plan in again.precision_plans:
+        assert plan.source.startswith("pinned")
+        assert plan.ops == before[plan.artifact].ops and plan.chosen == before[plan.artifact].chosen
+
+
+def test_plan_and_device_are_checked_at_validation(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    base = RECIPE.replace("{plan}", "")
+    recipe.write_text(base.replace("precision: auto", "precision: auto, device: phone"))
+    with pytest.raises(RecipeError, match=r"'phone' is not one of the recipe's devices"):
+        load_recipe(recipe)
+    recipe.write_text(
+        base.replace("export:\n", "export:\n  - {format: tflite, precision: fp32, plan: x.yaml}\n")
+    )
+    with pytest.raises(RecipeError, match=r"'plan' applies to int8 and auto exports only"):
+        load_recipe(recipe)
+    recipe.write_text(base.replace("precision: auto", "precision: auto, plan: missing.lock.yaml"))
+    with pytest.raises(RecipeError, match=r"file not found: missing\.lock\.yaml"):
+        load_recipe(recipe)
+
+
+def test_a_plan_file_without_the_artifact_is_a_clear_error(tmp_path):
+    lock = tmp_path / "other.lock.yaml"
+    lock.write_text(yaml.safe_dump({"plans": {"something-else": {}}}))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        RECIPE.replace("{plan}", "").replace("precision: auto", f"precision: auto, plan: {lock}")
+    )
+    with pytest.raises(RecipeError, match="has no plan for it"):
+        run_build(recipe, out=tmp_path / "out", verbosity=0, profile=False)
+    assert not (tmp_path / "out").exists()
