@@ -158,6 +158,11 @@ class BatchTiming(BaseModel):
         description="OpenVINO: time per inference of the layout Reorders at the artifact's input/output "
         "(a one-layer artifact has them where a layer inside a model has none).",
     )
+    node_ms: float | None = Field(
+        default=None,
+        description="OpenVINO: the plugin's own time per inference of the artifact's nodes but those Reorders "
+        "(median over profiled inferences).",
+    )
 
     @property
     def p50_ms(self) -> float:

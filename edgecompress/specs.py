@@ -88,6 +88,30 @@ class DeviceProfile(_Strict):
     power: PowerModel | None = Field(
         default=None, description="Power model for estimated energy per inference."
     )
+    channel_multiples: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Channel multiple per runtime and precision, e.g. {litert: {int8: 16, fp32: 32}}: what "
+        "round_to: auto rounds widths up to when the device cannot be measured. Default: from the ISA "
+        "(the kernels' tile widths).",
+    )
+
+    def channel_multiple(self, runtime: str, precision: str) -> int:
+        """The channel multiple for `runtime` at `precision`: the profile's, else the default for its ISA
+        (a 'detect' profile reads this machine's)."""
+        given = self.channel_multiples.get(runtime, {}).get(precision)
+        if given:
+            return given
+        from edgecompress.latency.staircase import default_channel_multiple
+
+        isa, arch = list(self.cpu.isa), self.cpu.arch
+        if arch == "detect" or not isa:
+            import platform
+
+            from edgecompress.runtimes.measure import cpu_info
+
+            isa = isa or cpu_info()[1]
+            arch = platform.machine() if arch == "detect" else arch
+        return default_channel_multiple(runtime, precision, isa, arch)
 
 
 def load_device(name: str, *, base_dir: Path | None = None) -> DeviceProfile:

@@ -173,6 +173,7 @@ class LocalRunner:
                         load_ms=r.get("load_ms"),
                         error=r.get("error"),
                         edge_reorder_ms=r.get("edge_reorder_ms", 0.0),
+                        node_ms=r.get("node_ms"),
                     )
                     for a, r in zip(artifacts, result["results"], strict=True)
                 ],

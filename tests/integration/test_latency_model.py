@@ -44,7 +44,7 @@ def test_measures_once_then_reads_the_cache(runtime, tmp_path):
     model = LatencyModel(device, runtime, threads=1, ui=UI(verbosity=0), cache=tmp_path, calibration=QUICK)
     graphs = [*_convs((8, 64)), *_convs((8,), "int8")]
     first = model.latencies(graphs)
-    assert model.measured_count == 3 and all(t > 0 for t in first)
+    assert model.measured_count >= 3 and all(t > 0 for t in first)  # (OpenVINO: + the per-call cost)
     assert first[1] > first[0]  # 8x the output channels: more work, whatever the CPU
     assert model.notes and "building one" in model.notes[0]
     # a second model on the same cache measures nothing and returns the stored values
@@ -58,7 +58,7 @@ def test_measures_once_then_reads_the_cache(runtime, tmp_path):
         device, runtime, threads=1, ui=UI(verbosity=0), cache=tmp_path, calibration=QUICK, recalibrate=True
     )
     fresh.latencies(graphs[:1])
-    assert fresh.measured_count == 1 and "--recalibrate" in fresh.notes[0]
+    assert fresh.measured_count >= 1 and "--recalibrate" in fresh.notes[0]
 
 
 def test_prediction_counts_the_per_inference_cost_once(tmp_path):

@@ -31,5 +31,5 @@ def test_device_loads(path):
 def test_quickstart_is_the_documented_shape():
     r = load_recipe(REPO / "recipes" / "quickstart.yaml")
     assert [s.type for s in r.stages] == ["train", "prune", "distill", "quantize"]
-    assert {e.precision for e in r.export} == {"fp32", "int8"}
+    assert {e.precision for e in r.export} == {"fp32", "auto"}
     assert {e.format for e in r.export} == {"tflite", "openvino"}

@@ -52,8 +52,11 @@ class PruneConfig(StageConfig):
         description="Channel importance: l1/l2 weight magnitude, taylor (first-order, |w * grad| on training "
         "batches), or bn_scale (|gamma| of the following BatchNorm, as in Network Slimming).",
     )
-    round_to: int | None = Field(
-        default=None, gt=0, description="Keep channel counts a multiple of this (8 suits SIMD widths)."
+    round_to: int | Literal["auto"] | None = Field(
+        default=None,
+        description="Keep channel counts a multiple of this (8 suits SIMD widths), or 'auto': each group's width "
+        "snapped up to the right edge of its latency plateau on the recipe's export targets (measured on their "
+        "devices; never fewer channels than asked), recorded as an explicit per-group width plan.",
     )
     ignore: list[str] = Field(
         default_factory=list, description="Module-name globs whose output channels are never pruned."
@@ -70,6 +73,8 @@ class PruneConfig(StageConfig):
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
+        if isinstance(self.round_to, int) and self.round_to < 1:
+            raise ValueError(f"round_to must be at least 1 or 'auto' (got {self.round_to})")
         given = [k for k in ("ratio", "macs_target", "params_target") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"give one of ratio, macs_target, params_target (got {', '.join(given)})")
@@ -87,6 +92,7 @@ class PruneStage(Stage):
     ```yaml
     - {type: prune, method: channel, ratio: 0.5, criterion: l1, round_to: 8}
     - {type: prune, macs_target: 0.5, global_ranking: true, layer_ratios: {"stem.*": 0.2}}
+    - {type: prune, ratio: 0.5, criterion: taylor, round_to: auto}   # widths the target runtimes like
     ```
     """
 

@@ -76,6 +76,7 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
 
     params_before, macs_before = count_params(model), count_macs(model, shape)
     channels_before = _out_channels(model)
+    unpruned = copy.deepcopy(model) if config.round_to == "auto" else None
     target = config.macs_target or config.params_target
     if target is not None:
         measure = (
@@ -88,6 +89,8 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         ratio = config.ratio or 0.0
         plan.apply(model, ratio)
 
+    if unpruned is not None:
+        model = _snap_to_plateaus(unpruned, model, plan, ctx)
     try:
         ctx.adapter.check(model, ctx.input_shape, ctx.data.num_classes)
     except ModelError as exc:
@@ -136,8 +139,9 @@ class _Plan:
         self.ignored = ignored
         self.layer_ratios = layer_ratios
 
-    def apply(self, model: Any, ratio: float) -> None:
-        """Prune `model` in place at `ratio` (uniform per layer, or global with global_ranking)."""
+    def apply(self, model: Any, ratio: float, *, widths: dict[Any, float] | None = None) -> None:
+        """Prune `model` in place at `ratio` (uniform per layer, or global with global_ranking); with
+        `widths` (module -> ratio that leaves an exact width) only those groups, locally, in one step."""
         import torch
         import torch_pruning as tp
 
@@ -151,24 +155,25 @@ class _Plan:
         }[config.criterion]()
         importance = _TieBreak(importance, seed=self.ctx.seed)
         ratio_dict = {tuple(modules[n] for n in names): r for names, r in self.layer_ratios.values()}
+        steps = 1 if widths is not None else config.iterative_steps
         try:
             pruner = _pruner_class()(
                 model,
                 torch.zeros([1, *self.ctx.input_shape[1:]]),
                 importance=importance,
-                global_pruning=config.global_ranking,
-                pruning_ratio=ratio,
-                pruning_ratio_dict=ratio_dict or None,
-                max_pruning_ratio=config.max_layer_ratio if config.global_ranking else 1.0,
-                iterative_steps=config.iterative_steps,
+                global_pruning=config.global_ranking and widths is None,
+                pruning_ratio=0.0 if widths is not None else ratio,
+                pruning_ratio_dict=(widths if widths is not None else ratio_dict) or None,
+                max_pruning_ratio=config.max_layer_ratio if config.global_ranking and widths is None else 1.0,
+                iterative_steps=steps,
                 ignored_layers=[modules[n] for n in self.ignored],
-                round_to=config.round_to or 1,
+                round_to=config.round_to if isinstance(config.round_to, int) else 1,
             )
         except Exception as exc:
             raise ModelError(
                 f"prune: Torch-Pruning could not trace the model's dependency graph: {one_line(exc)}"
             ) from exc
-        for _ in range(config.iterative_steps):
+        for _ in range(steps):
             if config.criterion == "taylor":
                 self._accumulate_gradients(model)
             try:
@@ -224,6 +229,57 @@ class _TieBreak:
         scores = scores.double()  # float32 cannot hold a 1e-6 jitter on scores near 1 apart
         jitter = torch.rand(scores.shape, generator=self.generator, dtype=torch.float64)
         return scores + 1e-6 * scores.abs().mean() * jitter
+
+
+def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) -> Any:
+    """round_to auto: the unpruned model pruned to the width plan of `torch_widths.snap_widths` (each group
+    at the right edge of its latency plateau, at least as wide as in `wanted`)."""
+    import torch
+
+    from edgecompress.frameworks.torch_layers import float_graph, layer_ops
+    from edgecompress.stages.prune import torch_widths
+
+    shape = [1, *ctx.input_shape[1:]]
+    modules = dict(wanted.named_modules())
+    ignored = [modules[n] for n in plan.ignored if n in modules]
+    original = _out_channels(unpruned)
+    groups = [
+        torch_widths.Group(**{**g.__dict__, "original": original.get(g.root, g.channels)})
+        for g in torch_widths.pruning_groups(wanted, torch.zeros(shape), ignored)
+    ]
+
+    def layers(model: Any) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for layer in layer_ops(float_graph(model, shape), shape):
+            if layer.kind in ("conv", "linear"):
+                out.setdefault(layer.module, []).append(layer)
+        return out
+
+    widths, info = torch_widths.snap_widths(wanted, groups, ctx, layers=layers)
+    plan.apply(unpruned, 0.0, widths=torch_widths.widths_pruner(unpruned, widths, original))
+    after = _out_channels(unpruned)
+    missed = {root: (keep, after.get(root)) for root, keep in widths.items() if after.get(root) != keep}
+    if missed:
+        ctx.ui.warn(f"prune: round_to auto: some groups did not reach their planned width: {missed}")
+    ctx.note("round_to", "auto")
+    ctx.note(
+        "widths",
+        {
+            g.root: [g.original, g.channels, after.get(g.root, widths[g.root])]
+            for g in groups
+            if g.original != after.get(g.root)
+        },
+    )
+    ctx.note("width_plan_targets", info["targets"])
+    if info["fallback"]:
+        ctx.note("width_plan_fallback", info["fallback"])
+    ctx.note("staircases", info["staircases"])
+    snapped = sum(1 for g in groups if after.get(g.root, g.channels) > g.channels)
+    ctx.ui.info(
+        f"prune: round_to auto: {snapped} of {len(groups)} groups widened to the edge of their latency plateau "
+        f"on {', '.join(info['targets'])}"
+    )
+    return unpruned.eval()
 
 
 def _search(model: Any, plan: _Plan, target: float, measure: Any, what: str) -> tuple[float, Any]:
