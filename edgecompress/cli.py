@@ -158,9 +158,19 @@ def profile(
     )
 
 
-@app.command()
-def devices() -> None:
-    """List the device profiles edgecompress knows (devices/*.yaml)."""
+devices_app = typer.Typer(
+    no_args_is_help=False,
+    help="Device profiles (devices/*.yaml) and their latency models.",
+)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(ctx: typer.Context) -> None:
+    """List the device profiles edgecompress knows (devices/*.yaml) and their cached latency tables."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgecompress.latency.model import cached_tables
     from edgecompress.specs import load_device, spec_dirs
 
     seen = set()
@@ -169,9 +179,30 @@ def devices() -> None:
             if f.stem not in seen:
                 seen.add(f.stem)
                 dev = load_device(f.stem)
+                tables = cached_tables(dev.name)
                 typer.echo(
                     f"{dev.name:<16} {dev.connection.runner:<6} {', '.join(dev.runtimes):<18} {dev.description}"
+                    + (f"  [latency tables: {', '.join(t.stem for t in tables)}]" if tables else "")
                 )
+
+
+@devices_app.command("calibrate")
+def calibrate(
+    device: Annotated[str, typer.Argument(help="Device profile name (devices/*.yaml).")],
+    recipe: Annotated[
+        Path, typer.Option("--recipe", "-r", help="Recipe whose model and exports to calibrate for.")
+    ],
+    recalibrate: Annotated[
+        bool, typer.Option("--recalibrate", help="Measure again what the cache already has.")
+    ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Build DEVICE's latency tables for RECIPE's model ahead of a build: every layer of the model, in every
+    precision and form its exports can choose, on each export's runtime."""
+    from edgecompress.calibrate import calibrate_device
+
+    calibrate_device(device, recipe, recalibrate=recalibrate, verbosity=_verbosity(quiet, verbose))
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecompress.console import UI
-from edgecompress.errors import DeviceError, EdgeCompressError, RecipeError
+from edgecompress.errors import DeviceError, RecipeError
 from edgecompress.latency.graph import Node, OpGraph
 from edgecompress.registry import EXPORTERS, RUNNERS, STAGES, import_object
 from edgecompress.specs import DeviceProfile
@@ -175,7 +175,8 @@ class Planner:
         """The artifact the planner already exported for `spec` with `ops` (None: the fp32 model), or None."""
         return self._exported.get(self._artifact_key(spec, ops))
 
-    def _export(self, spec: Any, ops: dict[str, str] | None) -> Any:
+    def export_candidate(self, spec: Any, ops: dict[str, str] | None) -> Any:
+        """`spec` exported with `ops` (None: the fp32 model), once: a later call returns the same artifact."""
         key = self._artifact_key(spec, ops)
         if key not in self._exported:
             if self._workdir is None:
@@ -226,7 +227,7 @@ class Planner:
         exporter = EXPORTERS.get(spec.format)
         device_name = spec.device or self.ctx.recipe.devices[0]
         if spec.plan:
-            plan = self._pinned(spec, device_name)
+            plan = self._pinned(spec)
         else:
             device = self.devices.get(device_name)
             if device is None:
@@ -244,7 +245,8 @@ class Planner:
         self.ui.info(f"  precision plan {plan.summary()}")
         return plan
 
-    def _pinned(self, spec: Any, device: str) -> PrecisionPlan:
+    def _pinned(self, spec: Any) -> PrecisionPlan:
+        """The plan `spec.plan` (a recipe.lock.yaml) holds for this artifact, checked against this model."""
         path = Path(spec.plan)
         if not path.is_absolute():
             path = self.ctx.recipe_path.parent / path
@@ -419,7 +421,7 @@ class Planner:
         ) as task:
             artifacts = []
             for ops in unique.values():
-                artifacts.append(self._export(spec, ops))
+                artifacts.append(self.export_candidate(spec, ops))
                 task.advance()
         runner = RUNNERS.get(device.connection.runner)()
         threads = self.ctx.recipe.profile.threads or device.threads
@@ -449,9 +451,3 @@ class Planner:
 def lock_entry(plan: PrecisionPlan) -> dict[str, Any]:
     """The plan as recipe.lock.yaml stores it (what `plan: FILE` reads back)."""
     return plan.model_dump(mode="json", exclude={"source"})
-
-
-def check_plan_target(spec: Any) -> None:
-    """EdgeCompressError for an export that asks for a plan it cannot have."""
-    if spec.plan and spec.precision not in ("int8", "auto"):
-        raise EdgeCompressError(f"export {spec.artifact_name}: `plan` applies to int8 and auto exports only")

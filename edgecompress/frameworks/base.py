@@ -101,5 +101,8 @@ class FrameworkAdapter(Protocol):
     def predict(self, model: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
         """Logits for a float32 array in the model's layout."""
 
+    def latency_layers(self, model: Any, input_shape: list[int]) -> list[Any]:
+        """The model's computing ops, each able to give the `OpGraph` the latency model measures."""
+
     def save(self, model: Any, path: Path, input_shape: list[int]) -> Path:
         """Write the model in the framework's own format (torch: torch.export .pt2); return the file."""

@@ -67,6 +67,12 @@ class TorchAdapter:
 
     # -------------------------------------------------------------------------------------- measuring
 
+    def latency_layers(self, model: Any, input_shape: list[int]) -> list[Any]:
+        """The model's computing ops as the latency model measures them (`torch_layers.LayerOp`)."""
+        from edgecompress.frameworks.torch_layers import float_graph, layer_ops
+
+        return layer_ops(float_graph(model, input_shape), input_shape)
+
     def stats(self, model: Any, input_shape: list[int]) -> ModelStats:
         """Parameters and multiply-accumulates of one sample (conv, linear and matmul ops)."""
         return ModelStats(params=count_params(model), macs=count_macs(model, input_shape))

@@ -240,8 +240,11 @@ class LatencyModel:
         return entry.p50_ms
 
     def _artifact(self, build: Any, graph: OpGraph, path: Path) -> Artifact:
+        from edgecompress.exporters.conversion import native_stderr_captured
+
         try:
-            written = Path(build(graph, path))
+            with native_stderr_captured(self.ui):  # the LiteRT builder's calibration pass logs to fd 2
+                written = Path(build(graph, path))
         except ValueError as exc:
             raise EdgeCompressError(
                 f"latency model: cannot build {graph.label or graph.key()}: {exc}"

@@ -108,3 +108,30 @@ def test_a_device_without_the_runtime_is_a_clear_error(tmp_path):
     model = LatencyModel(device, "litert", threads=1, ui=UI(verbosity=0), cache=tmp_path, calibration=QUICK)
     with pytest.raises(DeviceError, match="has no litert runtime"):
         model.latencies(_convs((8,)))
+
+
+def test_calibrate_fills_the_tables_a_build_reads(tmp_path, monkeypatch):
+    from edgecompress.calibrate import calibrate_device
+    from edgecompress.latency.model import cached_tables
+    from tests.conftest import EXAMPLES
+
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: c\nmodel: {{source: {EXAMPLES}:tiny_cnn, input_shape: [1, 1, 16, 16]}}\n"
+        "data: {image_size: [16, 16]}\nstages: [{type: quantize, mode: ptq}]\n"
+        "export: [{format: tflite, precision: auto}, {format: openvino, precision: fp32}]\n"
+        "profile: {threads: 1}\n"
+    )
+    calibrate_device("desktop", recipe, recalibrate=False, verbosity=0)
+    tables = cached_tables("desktop", tmp_path / "cache")
+    assert {t.name.split("-")[0] for t in tables} == {"litert", "openvino"}
+    litert = LatencyModel(
+        load_device("desktop"), "litert", threads=1, ui=UI(verbosity=0), cache=tmp_path / "cache"
+    )
+    labels = {e.label for e in litert.table.entries.values()}
+    assert any(label.endswith("int8") for label in labels) and any(label.endswith("fp32") for label in labels)
+    # a second calibration measures nothing new
+    before = {t.name: t.stat().st_mtime_ns for t in tables}
+    calibrate_device("desktop", recipe, recalibrate=False, verbosity=0)
+    assert {t.name: t.stat().st_mtime_ns for t in cached_tables("desktop", tmp_path / "cache")} == before
