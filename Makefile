@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench bench-official bench-int8 bench-suite lint clean
 
 install: $(STAMP)
 
@@ -29,9 +29,20 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
-bench: demo
+# `make bench` runs every part; each part runs on its own and states its time in benchmarks/RESULTS.md.
+bench: bench-official bench-int8 bench-suite
+
+# edgecompress's latency figures against litert-benchmark / benchmark_app (about 10 minutes)
+bench-official: demo
 	$(PY) benchmarks/official_tools.py
 	$(PY) benchmarks/official_tools.py --report runs/quickstart/report.json
+
+# int8 that is never slower: precision plans, round_to auto, the latency model (about 40 minutes)
+bench-int8: install
+	$(PY) benchmarks/int8_suite.py
+
+# the issue-3 suite: prune + int8 at 224, hand chain vs edgecompress on digits (about 30 minutes)
+bench-suite: install
 	$(PY) benchmarks/int8_parity.py
 	$(PY) benchmarks/suite.py
 

@@ -100,7 +100,9 @@ def _run(cmd: list[str]) -> str:
     return proc.stdout + proc.stderr
 
 
-def benchmark_app_cmd(xml: Path, shape: list[int], threads: int, precision: str | None) -> list[str]:
+def benchmark_app_cmd(
+    xml: Path, shape: list[int], threads: int, precision: str | None, seconds: int = 10
+) -> list[str]:
     """The official tool, configured like our runner (same threads, one stream, same inference precision)."""
     return [
         str(BIN / "benchmark_app"),
@@ -117,14 +119,16 @@ def benchmark_app_cmd(xml: Path, shape: list[int], threads: int, precision: str 
         "-shape",
         "[" + ",".join(map(str, shape)) + "]",
         "-t",
-        "10",
+        str(seconds),
         *(["-infer_precision", precision] if precision else []),
     ]
 
 
-def benchmark_app_p50(xml: Path, shape: list[int], threads: int, precision: str | None) -> float:
+def benchmark_app_p50(
+    xml: Path, shape: list[int], threads: int, precision: str | None, seconds: int = 10
+) -> float:
     """Median latency (ms) that `benchmark_app` prints under 'Latency:'."""
-    out = _run(benchmark_app_cmd(xml, shape, threads, precision))
+    out = _run(benchmark_app_cmd(xml, shape, threads, precision, seconds))
     match = re.search(r"Latency:\s*\n.*?Median:\s+([0-9.]+)\s*(ms|us)", out, re.S)
     if not match:
         raise SystemExit(f"no median latency in benchmark_app output:\n{out[-2000:]}")

@@ -1,0 +1,416 @@
+"""`make bench-int8`: int8 that is never slower, on this machine, measured.
+
+    .venv/bin/python benchmarks/int8_suite.py            # the full run (about 30-40 minutes on 2 cores)
+    .venv/bin/python benchmarks/int8_suite.py --quick    # one model, fewer rounds: a smoke check
+
+1. Precision at 224 (random weights, batch 1, 2 threads): MobileNetV2-1.0, MobileNetV3-Small and
+   EfficientNet-B0, unpruned, then MobileNetV2 and ResNet-18 pruned by half (Torch-Pruning L1, round_to 8).
+   Per runtime: the fp32 export; the stock int8 (litert-torch PT2E PTQ; NNCF PTQ of the fp32 IR); edgecompress
+   all-int8 (the quantize stage's PTQ graph lowered as it is); edgecompress `precision: int8` and `precision:
+   auto` (their plans measured on this machine). Timed by edgecompress's runner in interleaved fresh-process
+   rounds (fastest round's p50), the fp32 and auto artifacts also by `litert-benchmark` / `benchmark_app`.
+2. round_to: MobileNetV2-1.0 at 224 pruned by half with round_to 1, 8 and auto (the prune stage, L1), fp32
+   on both runtimes: latency and channels kept; the staircases auto found (plot).
+3. The latency model: every model's fp32 and all-int8 p50 predicted as the sum of its layers against the
+   measured one, per runtime.
+
+Writes the "int8 suite" sections of benchmarks/RESULTS.md and benchmarks/staircases-{litert,openvino}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chains import hand_prune, stock_int8
+from common import ROOT, machine_line, make_context, random_bundle, utc_now, versions_line, write_section
+from suite_report import Timing
+
+from edgecompress.console import UI
+
+SECTIONS = {
+    "precision": "## int8 suite: precision at 224 (fp32, stock int8, edgecompress all-int8 / int8 / auto)",
+    "round_to": "## int8 suite: round_to 1 / 8 / auto",
+    "latency_model": "## int8 suite: latency model, predicted vs measured",
+}
+RUNTIMES = ("litert", "openvino")
+FORMATS = {"litert": "tflite", "openvino": "openvino"}
+NEEDED = 1.3  # int8 over fp32 at 224, on unpruned models
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    threads: int = 2
+    rounds: int = 5
+    runs: int = 100
+    warmup: float = 0.5
+    official_rounds: int = 4  # OpenVINO runs in a slow mode in some fresh processes here: best of several
+
+
+def _recipe(
+    shape: list[int], exports: str, stages: str = "[{type: quantize, mode: ptq, calibration_samples: 32}]"
+) -> str:
+    return f"name: bench\nmodel: {{source: x.py:f, input_shape: {shape}}}\nstages: {stages}\nexport: {exports}\ndevices: [desktop]\n"
+
+
+class Meter:
+    """Interleaved fresh-process rounds through edgecompress's LocalRunner, and the official tools."""
+
+    def __init__(self, settings: Settings) -> None:
+        from edgecompress.runners.local import LocalRunner
+        from edgecompress.specs import load_device
+
+        self.s = settings
+        self.runner = LocalRunner()
+        self.device = load_device("desktop")
+
+    def timings(self, artifacts: dict[str, Any]) -> dict[str, Timing]:
+        p50s: dict[str, list[float]] = {k: [] for k in artifacts}
+        for _ in range(self.s.rounds):
+            for key, artifact in artifacts.items():
+                m = self.runner.run(
+                    artifact,
+                    self.device,
+                    runs=self.s.runs,
+                    warmup_seconds=self.s.warmup,
+                    threads=self.s.threads,
+                    op_profile=False,
+                )
+                p50s[key].append(m.latency.p50_ms)
+        return {k: Timing(tuple(v)) for k, v in p50s.items()}
+
+    def official(
+        self, artifacts: dict[str, Any], shape: list[int], work: Path, expected: dict[str, float]
+    ) -> dict[str, float]:
+        """Best p50 of each artifact by its runtime's official tool, in interleaved rounds (A, B, A, B, ...)."""
+        from official_tools import benchmark_app_p50, litert_benchmark_p50
+
+        best = dict.fromkeys(artifacts, float("inf"))
+        for _ in range(self.s.official_rounds):
+            for key, artifact in artifacts.items():
+                if artifact.runtime == "litert":
+                    p50 = litert_benchmark_p50(artifact.path, self.s.threads, work, expected[key])
+                else:
+                    p50 = benchmark_app_p50(artifact.path, shape, self.s.threads, "f32", seconds=3)
+                best[key] = min(best[key], p50)
+        return best
+
+
+def models_224(quick: bool) -> list[tuple[str, Any, bool]]:
+    """(name, model, pruned) of the section-1 models."""
+    import torch
+    from architectures import efficientnet_b0, mobilenet_v2, mobilenet_v3_small, resnet18
+
+    torch.manual_seed(0)
+    out: list[tuple[str, Any, bool]] = [("MobileNetV2-1.0", mobilenet_v2().eval(), False)]
+    if quick:
+        return out
+    out += [
+        ("MobileNetV3-Small", mobilenet_v3_small().eval(), False),
+        ("EfficientNet-B0", efficientnet_b0().eval(), False),
+    ]
+    for name, factory in (("MobileNetV2-1.0", mobilenet_v2), ("ResNet-18", resnet18)):
+        model = factory().eval()
+        classifier = model.classifier if hasattr(model, "classifier") else model.fc
+        hand_prune(model, 0.5, [1, 3, 224, 224], classifier)
+        out.append((f"{name} pruned 0.5", model.eval(), True))
+    return out
+
+
+def precision_section(
+    settings: Settings, meter: Meter, work: Path, ui: UI
+) -> tuple[list[dict[str, Any]], dict]:
+    """Section 1 rows, and what section 3 needs (the models' quantized graphs and artifacts)."""
+    from edgecompress.precision import Planner
+    from edgecompress.recipe import ExportSpec
+    from edgecompress.registry import STAGES
+
+    shape = [1, 3, 224, 224]
+    rows, kept = [], {}
+    for name, model, pruned in models_224(settings.quick):
+        t0 = time.perf_counter()
+        folder = work / name.replace(" ", "_")
+        exports = "[{format: tflite, precision: auto}, {format: openvino, precision: auto}]"
+        ctx = make_context(_recipe(shape, exports), folder, random_bundle(shape, 32), ui)
+        ctx.current_stage = 0
+        ui.info(f"[bold]{name}[/bold]: quantizing (PTQ) and planning on this machine")
+        quantized = STAGES.get("quantize")(ctx.recipe.stages[0]).apply(copy.deepcopy(model), ctx)
+        planner = Planner(ctx, quantized=quantized, float_model=model, devices=[meter.device], ui=ui)
+        stock = stock_int8(model, ctx.data.calibration.x, folder, "stock")
+        for runtime in RUNTIMES:
+            fmt = FORMATS[runtime]
+            artifacts: dict[str, Any] = {}
+            plans = {}
+            for precision in ("int8", "auto"):
+                spec = ExportSpec(format=fmt, precision=precision)
+                plan = planner.plan(spec)
+                plans[precision] = plan
+                ops = None if plan.float_model else plan.ops
+                artifacts[f"edgecompress {precision}"] = planner.exported(
+                    spec, ops
+                ) or planner.export_candidate(spec, ops)
+            base = ExportSpec(format=fmt, precision="int8")
+            artifacts["edgecompress all-int8"] = planner.exported(base, {}) or planner.export_candidate(
+                base, {}
+            )
+            artifacts["fp32"] = planner.exported(base, None) or planner.export_candidate(base, None)
+            artifacts["stock int8"] = stock[runtime]
+            ui.info(
+                f"  {name} / {runtime}: timing {len(artifacts)} artifacts in {settings.rounds} interleaved rounds"
+            )
+            timings = meter.timings(artifacts)
+            fp32 = timings["fp32"].p50_ms
+            chosen = {key: artifacts[key] for key in ("fp32", "edgecompress auto")}
+            official = meter.official(chosen, shape, folder, {k: timings[k].p50_ms for k in chosen})
+            rows.append(
+                {
+                    "model": name,
+                    "pruned": pruned,
+                    "runtime": runtime,
+                    "timings": timings,
+                    "official": official,
+                    "auto_chosen": plans["auto"].chosen,
+                    "int8_forms": _forms(plans["int8"]),
+                    "auto_forms": _forms(plans["auto"]),
+                    "speedup": {k: fp32 / t.p50_ms for k, t in timings.items()},
+                }
+            )
+        kept[name] = (model, quantized, planner, folder)
+        ui.info(f"  {name}: {time.perf_counter() - t0:.0f} s")
+    return rows, kept
+
+
+def _forms(plan: Any) -> str:
+    counts: dict[str, int] = {}
+    for form in plan.ops.values():
+        counts[form] = counts.get(form, 0) + 1
+    return ", ".join(f"{n} {f}" for f, n in sorted(counts.items())) or "all int8"
+
+
+def precision_report(rows: list[dict[str, Any]], settings: Settings, stamp: str) -> str:
+    variants = ("fp32", "stock int8", "edgecompress all-int8", "edgecompress int8", "edgecompress auto")
+    lines = [
+        SECTIONS["precision"],
+        "",
+        f"Measured {stamp} by `.venv/bin/python benchmarks/int8_suite.py`.",
+        "",
+        f"- Machine: {machine_line()}",
+        f"- Versions: {versions_line()}",
+        f"- Latency: edgecompress's LocalRunner, {settings.rounds} interleaved fresh-process rounds of {settings.runs} "
+        f"runs (each cell: fastest round's p50 in ms, and the speedup over fp32 on the same runtime); official "
+        f"tools ({settings.official_rounds} rounds, best): `litert-benchmark --num_threads {settings.threads}`, "
+        f"`benchmark_app -hint none -nthreads {settings.threads} -infer_precision f32 -t 3`.",
+        "- Stock int8: litert-torch PT2E PTQ (LiteRT), `nncf.quantize` defaults on the fp32 IR (OpenVINO). "
+        "edgecompress: the quantize stage's PTQ (32 random calibration images); all-int8 = its graph lowered "
+        "as quantized; int8 / auto = the plans made on this machine (forms in the last columns).",
+        "",
+        "| model | runtime | "
+        + " | ".join(variants)
+        + " | official fp32 / auto | auto chose | int8 plan forms |",
+        "|---|---|" + "---:|" * len(variants) + "---:|---|---|",
+    ]
+    for r in rows:
+        cells = [f"{r['timings'][v].p50_ms:.3f} ({r['speedup'][v]:.2f}x)" for v in variants]
+        off = r["official"]
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | "
+            + " | ".join(cells)
+            + f" | {off['fp32']:.3f} / {off['edgecompress auto']:.3f} ({off['fp32'] / off['edgecompress auto']:.2f}x) | "
+            f"{r['auto_chosen']} | {r['int8_forms']} |"
+        )
+    lines += ["", "Targets:", ""]
+    for r in rows:
+        auto = r["timings"]["edgecompress auto"]
+        best_other = min(r["timings"][v].p50_ms for v in ("fp32", "stock int8", "edgecompress all-int8"))
+        slower = auto.p50_ms > best_other * 1.05
+        if not r["pruned"]:
+            ours = r["speedup"]["edgecompress int8"]
+            official = r["official"]["fp32"] / r["official"]["edgecompress auto"]
+            status = (
+                "holds"
+                if min(ours, r["speedup"]["edgecompress auto"], official) >= NEEDED
+                else "does NOT hold"
+            )
+            lines.append(
+                f"- {r['model']} / {r['runtime']}: int8 >= {NEEDED}x fp32 {status} (edgecompress int8 {ours:.2f}x, auto "
+                f"{r['speedup']['edgecompress auto']:.2f}x; official tools on auto {official:.2f}x)."
+            )
+        lines.append(
+            f"- {r['model']} / {r['runtime']}: auto {'IS' if slower else 'is not'} measurably slower than the fastest of "
+            f"fp32, stock int8 and all-int8 ({auto.p50_ms:.3f} vs {best_other:.3f} ms)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- 2. round_to
+
+
+def round_to_section(settings: Settings, meter: Meter, work: Path, ui: UI) -> tuple[str, list[Path]]:
+    import torch
+    from architectures import mobilenet_v2
+
+    from edgecompress.registry import EXPORTERS, STAGES
+
+    shape = [1, 3, 224, 224]
+    exports = "[{format: tflite, precision: fp32}, {format: openvino, precision: fp32}]"
+    results, staircases = {}, {}
+    artifacts: dict[str, Any] = {}
+    for round_to in (1, 8, "auto"):
+        torch.manual_seed(0)
+        model = mobilenet_v2().eval()
+        stages = f"[{{type: prune, ratio: 0.5, criterion: l1, round_to: {round_to}}}]"
+        folder = work / f"round_to_{round_to}"
+        ctx = make_context(_recipe(shape, exports, stages), folder, random_bundle(shape, 8), ui)
+        ctx.current_stage = 0
+        t0 = time.perf_counter()
+        pruned = STAGES.get("prune")(ctx.recipe.stages[0]).apply(model, ctx)
+        seconds = time.perf_counter() - t0
+        notes = ctx.notes[0]
+        channels = sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
+        results[round_to] = {"channels": channels, "macs": notes["macs_after"], "seconds": seconds}
+        if round_to == "auto":
+            staircases = notes["staircases"]
+            results[round_to]["widened"] = sum(1 for _, (o, a, k) in notes["widths"].items() if k > a)
+        for spec in ctx.recipe.export:
+            artifact = EXPORTERS.get(spec.format)().export(pruned, spec, ctx, folder)
+            artifacts[f"{artifact.runtime} round_to {round_to}"] = artifact
+    ui.info(f"round_to: timing {len(artifacts)} artifacts")
+    timings = meter.timings(artifacts)
+    lines = [
+        SECTIONS["round_to"],
+        "",
+        f"Measured {utc_now()}: MobileNetV2-1.0 at 224, random weights, the prune stage at ratio 0.5 (L1) with each "
+        "round_to, fp32 exports; auto's targets: desktop/litert-fp32 and desktop/openvino-fp32. p50 ms (fastest of "
+        f"{settings.rounds} interleaved rounds, range).",
+        "",
+        "| round_to | conv channels kept | MACs | LiteRT fp32 | OpenVINO fp32 | prune stage s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for round_to, r in results.items():
+        lines.append(
+            f"| {round_to} | {r['channels']} | {r['macs'] / 1e6:.1f} M | {timings[f'litert round_to {round_to}'].text()} | "
+            f"{timings[f'openvino round_to {round_to}'].text()} | {r['seconds']:.0f} |"
+        )
+    auto = {rt: timings[f"{rt} round_to auto"].p50_ms for rt in RUNTIMES}
+    lines += ["", "Targets (auto keeps at least as many channels as round_to 1 and 8 here):", ""]
+    for rt in RUNTIMES:
+        for other in (1, 8):
+            theirs = timings[f"{rt} round_to {other}"].p50_ms
+            verdict = "not slower" if auto[rt] <= theirs * 1.05 else "SLOWER"
+            more = results["auto"]["channels"] >= results[other]["channels"]
+            lines.append(
+                f"- {rt}: auto {auto[rt]:.3f} ms vs round_to {other} {theirs:.3f} ms: {verdict}"
+                f" ({'with' if more else 'but NOT with'} at least as many channels)."
+            )
+    return "\n".join(lines) + "\n", plot_staircases(staircases)
+
+
+def plot_staircases(staircases: dict[str, dict[str, dict[str, float]]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for runtime in RUNTIMES:
+        groups = [(root, costs) for root, by in staircases.items() for t, costs in by.items() if runtime in t]
+        groups = [g for g in groups if len(g[1]) >= 3][:12]
+        if not groups:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for root, costs in groups:
+            xs = sorted(int(c) for c in costs)
+            ys = [costs[str(x)] * 1000 if str(x) in costs else costs[x] * 1000 for x in xs]
+            ax.plot(xs, ys, marker="o", ms=3, label=root)
+        ax.set_xlabel("channels of the pruning group")
+        ax.set_ylabel("layers of the group, µs (latency model)")
+        ax.set_title(f"Channel staircases, {runtime} fp32 (MobileNetV2-224 pruned 0.5)")
+        ax.legend(fontsize=6)
+        path = ROOT / "benchmarks" / f"staircases-{runtime}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------------------------- 3. latency model
+
+
+def latency_model_section(rows: list[dict[str, Any]], kept: dict, meter: Meter, ui: UI) -> str:
+    from edgecompress.frameworks.torch_layers import float_graph, layer_ops
+    from edgecompress.latency.model import LatencyModel
+
+    shape = [1, 3, 224, 224]
+    lines = [
+        SECTIONS["latency_model"],
+        "",
+        f"Measured {utc_now()}: the sum of a model's one-layer latencies (latency model, this machine, 2 threads; the "
+        "per-inference cost counted once) against its measured p50 (section 1's timings).",
+        "",
+        "| model | runtime | precision | predicted ms | measured ms | error |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    measured = {(r["model"], r["runtime"]): r["timings"] for r in rows}
+    for name, (model, _quantized, planner, _) in kept.items():
+        float_layers = layer_ops(float_graph(model, shape), shape)
+        int8_layers = list(planner.layers.values())
+        for runtime in RUNTIMES:
+            lm = LatencyModel(meter.device, runtime, threads=meter.s.threads, ui=ui)
+            for precision, layers, key in (
+                ("fp32", float_layers, "fp32"),
+                ("int8", int8_layers, "edgecompress all-int8"),
+            ):
+                predicted = lm.predict(
+                    [layer.graph(precision) for layer in layers], precision=precision
+                ).total_ms
+                actual = measured[(name, runtime)][key].p50_ms
+                lines.append(
+                    f"| {name} | {runtime} | {precision} | {predicted:.3f} | {actual:.3f} | {(predicted / actual - 1) * 100:+.0f}% |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one model, 2 rounds: a smoke check")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    settings = Settings(
+        quick=args.quick, rounds=2 if args.quick else 5, official_rounds=1 if args.quick else 4
+    )
+    ui = UI(verbosity=1)
+    meter = Meter(settings)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgecompress-int8-suite-") as tmp:
+        work = Path(tmp)
+        rows, kept = precision_section(settings, meter, work, ui)
+        sections = {"precision": precision_report(rows, settings, utc_now())}
+        sections["latency_model"] = latency_model_section(rows, kept, meter, ui)
+        for _, _, planner, _ in kept.values():
+            planner.close()
+        if not args.quick:
+            sections["round_to"], _ = round_to_section(settings, meter, work, ui)
+    minutes = (time.perf_counter() - start) / 60
+    for key, text in sections.items():
+        text = text.rstrip("\n") + f"\n\n(The whole `make bench-int8` run took {minutes:.0f} minutes.)\n"
+        print(text)
+        if not args.no_write:
+            write_section(SECTIONS[key], text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
