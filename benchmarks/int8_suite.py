@@ -9,12 +9,15 @@
    all-int8 (the quantize stage's PTQ graph lowered as it is); edgecompress `precision: int8` and `precision:
    auto` (their plans measured on this machine). Timed by edgecompress's runner in interleaved fresh-process
    rounds (fastest round's p50), the fp32 and auto artifacts also by `litert-benchmark` / `benchmark_app`.
-2. round_to: MobileNetV2-1.0 at 224 pruned by half with round_to 1, 8 and auto (the prune stage, L1), fp32
-   on both runtimes: latency and channels kept; the staircases auto found (plot).
+2. round_to: MobileNetV2-1.0 and ResNet-18 at 224 pruned by half with round_to 1, 8 and auto (the prune
+   stage, L1; auto's targets fp32 and int8 on both runtimes), timed in fp32 on both runtimes: latency and
+   channels kept; the staircases auto found (a plot per model and target).
 3. The latency model: every model's fp32 and all-int8 p50 predicted as the sum of its layers against the
    measured one, per runtime.
+4. Digits: MobileNetV2 and ResNet-18 for 32x32 digits pruned by half and QAT-trained by a recipe with auto and
+   int8 exports: accuracy against the reference, agreement, speed against the fp32 twin.
 
-Writes the "int8 suite" sections of benchmarks/RESULTS.md and benchmarks/staircases-{litert,openvino}.png.
+Writes the "int8 suite" sections of benchmarks/RESULTS.md and benchmarks/staircases-*.png.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from edgecompress.console import UI
 
 SECTIONS = {
     "precision": "## int8 suite: precision at 224 (fp32, stock int8, edgecompress all-int8 / int8 / auto)",
+    "digits": "## int8 suite: digits variants pruned by half and QAT-trained",
     "round_to": "## int8 suite: round_to 1 / 8 / auto",
     "latency_model": "## int8 suite: latency model, predicted vs measured",
 }
@@ -117,6 +121,7 @@ def models_224(quick: bool) -> list[tuple[str, Any, bool]]:
     out += [
         ("MobileNetV3-Small", mobilenet_v3_small().eval(), False),
         ("EfficientNet-B0", efficientnet_b0().eval(), False),
+        ("ResNet-18", resnet18().eval(), False),
     ]
     for name, factory in (("MobileNetV2-1.0", mobilenet_v2), ("ResNet-18", resnet18)):
         model = factory().eval()
@@ -227,6 +232,15 @@ def precision_report(rows: list[dict[str, Any]], settings: Settings, stamp: str)
             + f" | {off['fp32']:.3f} / {off['edgecompress auto']:.3f} ({off['fp32'] / off['edgecompress auto']:.2f}x) | "
             f"{r['auto_chosen']} | {r['int8_forms']} |"
         )
+    unpruned = {(r["model"], r["runtime"]): r["timings"]["fp32"].p50_ms for r in rows if not r["pruned"]}
+    lines += ["", "The artifact edgecompress recommends (auto) against the unpruned fp32 export:", ""]
+    for r in rows:
+        base = unpruned.get((r["model"].removesuffix(" pruned 0.5"), r["runtime"]))
+        if base is not None:
+            auto = r["timings"]["edgecompress auto"].p50_ms
+            lines.append(
+                f"- {r['model']} / {r['runtime']}: {base:.3f} -> {auto:.3f} ms (**{base / auto:.2f}x**, {r['auto_chosen']})"
+            )
     lines += ["", "Targets:", ""]
     for r in rows:
         auto = r["timings"]["edgecompress auto"]
@@ -256,91 +270,185 @@ def precision_report(rows: list[dict[str, Any]], settings: Settings, stamp: str)
 
 def round_to_section(settings: Settings, meter: Meter, work: Path, ui: UI) -> tuple[str, list[Path]]:
     import torch
-    from architectures import mobilenet_v2
+    from architectures import mobilenet_v2, resnet18
 
+    from edgecompress.recipe import ExportSpec
     from edgecompress.registry import EXPORTERS, STAGES
 
     shape = [1, 3, 224, 224]
-    exports = "[{format: tflite, precision: fp32}, {format: openvino, precision: fp32}]"
-    results, staircases = {}, {}
-    artifacts: dict[str, Any] = {}
-    for round_to in (1, 8, "auto"):
-        torch.manual_seed(0)
-        model = mobilenet_v2().eval()
-        stages = f"[{{type: prune, ratio: 0.5, criterion: l1, round_to: {round_to}}}]"
-        folder = work / f"round_to_{round_to}"
-        ctx = make_context(_recipe(shape, exports, stages), folder, random_bundle(shape, 8), ui)
-        ctx.current_stage = 0
-        t0 = time.perf_counter()
-        pruned = STAGES.get("prune")(ctx.recipe.stages[0]).apply(model, ctx)
-        seconds = time.perf_counter() - t0
-        notes = ctx.notes[0]
-        channels = sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
-        results[round_to] = {"channels": channels, "macs": notes["macs_after"], "seconds": seconds}
-        if round_to == "auto":
-            staircases = notes["staircases"]
-            results[round_to]["widened"] = sum(1 for _, (o, a, k) in notes["widths"].items() if k > a)
-        for spec in ctx.recipe.export:
-            artifact = EXPORTERS.get(spec.format)().export(pruned, spec, ctx, folder)
-            artifacts[f"{artifact.runtime} round_to {round_to}"] = artifact
-    ui.info(f"round_to: timing {len(artifacts)} artifacts")
-    timings = meter.timings(artifacts)
+    exports = (
+        "[{format: tflite, precision: fp32}, {format: openvino, precision: fp32}, "
+        "{format: tflite, precision: int8}, {format: openvino, precision: int8}]"
+    )
     lines = [
         SECTIONS["round_to"],
         "",
-        f"Measured {utc_now()}: MobileNetV2-1.0 at 224, random weights, the prune stage at ratio 0.5 (L1) with each "
-        "round_to, fp32 exports; auto's targets: desktop/litert-fp32 and desktop/openvino-fp32. p50 ms (fastest of "
-        f"{settings.rounds} interleaved rounds, range).",
+        f"Measured {utc_now()}: each model at 224 with random weights, the prune stage at ratio 0.5 (L1) with each "
+        "round_to; auto's targets: LiteRT and OpenVINO, fp32 and int8, on this machine. The fp32 exports are "
+        f"timed: p50 ms (fastest of {settings.rounds} interleaved rounds, range).",
         "",
-        "| round_to | conv channels kept | MACs | LiteRT fp32 | OpenVINO fp32 | prune stage s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | round_to | conv channels kept | MACs | LiteRT fp32 | OpenVINO fp32 | prune stage s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for round_to, r in results.items():
-        lines.append(
-            f"| {round_to} | {r['channels']} | {r['macs'] / 1e6:.1f} M | {timings[f'litert round_to {round_to}'].text()} | "
-            f"{timings[f'openvino round_to {round_to}'].text()} | {r['seconds']:.0f} |"
-        )
-    auto = {rt: timings[f"{rt} round_to auto"].p50_ms for rt in RUNTIMES}
-    lines += ["", "Targets (auto keeps at least as many channels as round_to 1 and 8 here):", ""]
-    for rt in RUNTIMES:
-        for other in (1, 8):
-            theirs = timings[f"{rt} round_to {other}"].p50_ms
-            verdict = "not slower" if auto[rt] <= theirs * 1.05 else "SLOWER"
-            more = results["auto"]["channels"] >= results[other]["channels"]
+    targets: list[str] = []
+    plots: list[Path] = []
+    for model_name, factory in (("MobileNetV2-1.0", mobilenet_v2), ("ResNet-18", resnet18)):
+        results, staircases, artifacts = {}, {}, {}
+        for round_to in (1, 8, "auto"):
+            torch.manual_seed(0)
+            stages = f"[{{type: prune, ratio: 0.5, criterion: l1, round_to: {round_to}}}]"
+            folder = work / f"round_to_{model_name}_{round_to}"
+            ctx = make_context(_recipe(shape, exports, stages), folder, random_bundle(shape, 8), ui)
+            ctx.current_stage = 0
+            t0 = time.perf_counter()
+            pruned = STAGES.get("prune")(ctx.recipe.stages[0]).apply(factory().eval(), ctx)
+            notes = ctx.notes[0]
+            channels = sum(m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d))
+            results[round_to] = {
+                "channels": channels,
+                "macs": notes["macs_after"],
+                "seconds": time.perf_counter() - t0,
+            }
+            if round_to == "auto":
+                staircases = notes["staircases"]
+            for fmt in ("tflite", "openvino"):
+                spec = ExportSpec(format=fmt, precision="fp32")
+                artifact = EXPORTERS.get(fmt)().export(pruned, spec, ctx, folder)
+                artifacts[f"{artifact.runtime} {round_to}"] = artifact
+        ui.info(f"round_to {model_name}: timing {len(artifacts)} artifacts")
+        timings = meter.timings(artifacts)
+        for round_to, r in results.items():
             lines.append(
-                f"- {rt}: auto {auto[rt]:.3f} ms vs round_to {other} {theirs:.3f} ms: {verdict}"
-                f" ({'with' if more else 'but NOT with'} at least as many channels)."
+                f"| {model_name} | {round_to} | {r['channels']} | {r['macs'] / 1e6:.1f} M | "
+                f"{timings[f'litert {round_to}'].text()} | {timings[f'openvino {round_to}'].text()} | "
+                f"{r['seconds']:.0f} |"
             )
-    return "\n".join(lines) + "\n", plot_staircases(staircases)
+        for rt in RUNTIMES:
+            auto = timings[f"{rt} auto"].p50_ms
+            for other in (1, 8):
+                theirs = timings[f"{rt} {other}"].p50_ms
+                more = results["auto"]["channels"] >= results[other]["channels"]
+                targets.append(
+                    f"- {model_name} / {rt} fp32: auto {auto:.3f} ms vs round_to {other} {theirs:.3f} ms: "
+                    f"{'not slower' if auto <= theirs * 1.05 else 'SLOWER'} "
+                    f"({'with' if more else 'but NOT with'} at least as many channels)."
+                )
+        plots += plot_staircases(staircases, model_name)
+    lines += ["", "Targets (slower means by more than 5%):", "", *targets]
+    lines += ["", "Staircases found: " + ", ".join(f"`benchmarks/{p.name}`" for p in plots)]
+    return "\n".join(lines) + "\n", plots
 
 
-def plot_staircases(staircases: dict[str, dict[str, dict[str, float]]]) -> list[Path]:
+def plot_staircases(staircases: dict[str, dict[str, dict[str, float]]], model_name: str) -> list[Path]:
+    """One plot per target (runtime x precision) of the groups' swept costs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    for runtime in RUNTIMES:
-        groups = [(root, costs) for root, by in staircases.items() for t, costs in by.items() if runtime in t]
-        groups = [g for g in groups if len(g[1]) >= 3][:12]
+    labels = sorted({t for by in staircases.values() for t in by})
+    for label in labels:
+        groups = [(root, by[label]) for root, by in staircases.items() if label in by and len(by[label]) >= 3]
         if not groups:
             continue
         fig, ax = plt.subplots(figsize=(8, 5))
-        for root, costs in groups:
+        for root, costs in groups[:12]:
             xs = sorted(int(c) for c in costs)
-            ys = [costs[str(x)] * 1000 if str(x) in costs else costs[x] * 1000 for x in xs]
-            ax.plot(xs, ys, marker="o", ms=3, label=root)
+            by_count = {int(c): t for c, t in costs.items()}  # int keys in a build, str once read from JSON
+            ax.plot(xs, [by_count[x] * 1000 for x in xs], marker="o", ms=3, label=root)
+        target = label.split("/", 1)[1]
         ax.set_xlabel("channels of the pruning group")
-        ax.set_ylabel("layers of the group, µs (latency model)")
-        ax.set_title(f"Channel staircases, {runtime} fp32 (MobileNetV2-224 pruned 0.5)")
+        ax.set_ylabel("the group's layers, µs (latency model)")
+        ax.set_title(f"Channel staircases, {target} ({model_name}-224 pruned 0.5)")
         ax.legend(fontsize=6)
-        path = ROOT / "benchmarks" / f"staircases-{runtime}.png"
+        path = ROOT / "benchmarks" / f"staircases-{model_name.split('-')[0].lower()}-{target}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
+
+
+# ------------------------------------------------------------------------------------------- 4. digits QAT
+
+
+DIGITS_RECIPE = """\
+name: {name}
+seed: 0
+model: {{source: {source}, input_shape: [1, 1, 32, 32]}}
+data: {{dataset: digits, image_size: [32, 32], normalize: {{mean: [0.5], std: [0.5]}}, augment: {{shift: 1}}}}
+stages:
+  - {{type: train, epochs: 15, lr: 0.003}}
+  - {{type: prune, method: channel, ratio: 0.5, criterion: l1, round_to: 8}}
+  - {{type: distill, epochs: 25, lr: 0.003, alpha: 0.5}}
+  - {{type: quantize, mode: qat, epochs: 3, freeze_bn_after: 2}}
+export:
+  - {{format: tflite, precision: auto}}
+  - {{format: openvino, precision: auto}}
+  - {{format: tflite, precision: int8}}
+  - {{format: openvino, precision: int8}}
+devices: [desktop]
+profile: {{rounds: 5}}
+gates: {{max_accuracy_drop: 0.01}}
+"""
+
+
+def digits_section(work: Path, ui: UI) -> str:
+    """MobileNetV2 and ResNet-18 for digits, pruned by half and QAT'd by a recipe, built in a child process."""
+    from suite import build_in_child
+
+    lines = [
+        SECTIONS["digits"],
+        "",
+        f"Measured {utc_now()}: recipes built in child processes (train 15 epochs, prune 0.5 round_to 8, distill "
+        "25, QAT 3; exports auto and int8 on both runtimes, profiled in 5 interleaved rounds). Accuracy on the 360 "
+        "test images, through the runtime; agreement with each artifact's own torch graph.",
+        "",
+        "| model | artifact | test acc | vs reference | agreement | p50 ms | fp32 twin p50 ms | speedup | plan |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    targets = []
+    for name, factory in (
+        ("MobileNetV2-digits", "mobilenet_v2_digits"),
+        ("ResNet-18-digits", "resnet18_digits"),
+    ):
+        recipe = work / f"{name}.yaml"
+        source = f"{ROOT}/examples/architectures.py:{factory}"
+        recipe.write_text(DIGITS_RECIPE.format(name=name.lower(), source=source))
+        ui.info(f"[bold]{name}[/bold]: building the recipe in a child process")
+        report, cost = build_in_child(recipe, work / name)
+        reference = report.reference.test_accuracy
+        artifacts = {a.name: a for a in report.artifacts}
+        plans = {p.artifact: p for p in report.precision_plans}
+        for a in report.artifacts:
+            if a.role != "export":
+                continue
+            twin = artifacts.get(f"{a.format}-fp32-twin")
+            mine = a.measurements.get("desktop")
+            theirs = twin.measurements.get("desktop") if twin else None
+            p50 = mine.latency.p50_ms if mine else float("nan")
+            twin_p50 = theirs.latency.p50_ms if theirs else float("nan")
+            lines.append(
+                f"| {name} | {a.name} | {a.parity.accuracy:.2%} | {(a.parity.accuracy - reference) * 100:+.2f} pt | "
+                f"{a.parity.agreement:.2%} | {p50:.3f} | {twin_p50:.3f} | {twin_p50 / p50:.2f}x | "
+                f"{plans[a.name].chosen if a.name in plans else '—'} |"
+            )
+            ok = reference - a.parity.accuracy <= 0.01 + 1e-9 and a.parity.agreement >= 0.99
+            targets.append(
+                f"- {name} / {a.name}: {'holds' if ok else 'does NOT hold'} (loses "
+                f"{(reference - a.parity.accuracy) * 100:.2f} pt, agrees on {a.parity.agreement:.2%})"
+            )
+        cross = [c for c in report.cross_runtime if "twin" not in c.a]
+        targets += [f"- {name}: {c.a} vs {c.b}: {c.agreement:.2%} of test images agree" for c in cross]
+        lines.append(f"| {name} | (build {cost['build_seconds']:.0f} s) | | | | | | | |")
+    lines += [
+        "",
+        "Targets: at most 1 point lost against the reference, at least 99% agreement:",
+        "",
+        *targets,
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------- 3. latency model
@@ -384,6 +492,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one model, 2 rounds: a smoke check")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--parts", default="precision,round_to,digits", help="comma-separated: precision, round_to, digits"
+    )
     args = parser.parse_args()
     import torch
 
@@ -396,19 +507,29 @@ def main() -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecompress-int8-suite-") as tmp:
         work = Path(tmp)
-        rows, kept = precision_section(settings, meter, work, ui)
-        sections = {"precision": precision_report(rows, settings, utc_now())}
-        sections["latency_model"] = latency_model_section(rows, kept, meter, ui)
-        for _, _, planner, _ in kept.values():
-            planner.close()
-        if not args.quick:
-            sections["round_to"], _ = round_to_section(settings, meter, work, ui)
-    minutes = (time.perf_counter() - start) / 60
-    for key, text in sections.items():
-        text = text.rstrip("\n") + f"\n\n(The whole `make bench-int8` run took {minutes:.0f} minutes.)\n"
-        print(text)
-        if not args.no_write:
-            write_section(SECTIONS[key], text)
+        parts = args.parts.split(",")
+
+        def done(key: str, text: str) -> None:
+            """Each section is written when it is ready: a later part that fails loses nothing before it."""
+            minutes = (time.perf_counter() - start) / 60
+            text = (
+                text.rstrip("\n") + f"\n\n(Written {minutes:.0f} minutes into the `make bench-int8` run.)\n"
+            )
+            print(text)
+            if not args.no_write:
+                write_section(SECTIONS[key], text)
+
+        if "precision" in parts:
+            rows, kept = precision_section(settings, meter, work, ui)
+            done("precision", precision_report(rows, settings, utc_now()))
+            done("latency_model", latency_model_section(rows, kept, meter, ui))
+            for _, _, planner, _ in kept.values():
+                planner.close()
+        if "round_to" in parts and not args.quick:
+            done("round_to", round_to_section(settings, meter, work, ui)[0])
+        if "digits" in parts and not args.quick:
+            done("digits", digits_section(work, ui))
+    ui.info(f"bench-int8: {(time.perf_counter() - start) / 60:.0f} minutes")
     return 0
 
 
