@@ -323,8 +323,13 @@ def augment_batch(x: Any, *, shift: int, hflip: bool, channels_last: bool, gener
         cols = (dx[:, None] + torch.arange(width))[:, None, :]
         # (n, H, W, C) by advanced indexing, back to (n, C, H, W)
         x = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    x = x.contiguous()
-    return x.permute(0, 2, 3, 1).contiguous() if channels_last else x
+    if channels_last:
+        return x.permute(0, 2, 3, 1).contiguous()
+    # Plain NCHW strides, also when one channel makes the gather's NHWC strides pass as contiguous: convs
+    # would otherwise run in channels_last, and oneDNN's AVX-512 1x1 stride-2 backward-weights kernel
+    # (torch 2.13) crashes on some channels_last shapes, e.g. Conv2d(8, 16, 1, stride=2) on a batch of
+    # 15 at 32x32, the last batch of a pruned ResNet-18 on digits.
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def _prunable_types() -> tuple[type, ...]:

@@ -463,6 +463,18 @@ def test_augment_batch_replicates_edges_and_flips_in_either_layout():
     assert torch.equal(nhwc.permute(0, 3, 1, 2), flipped)
 
 
+def test_augment_batch_keeps_one_channel_batches_in_plain_nchw_strides():
+    """The gather makes NHWC strides, which a 1-channel batch passes off as contiguous; convs would then run
+    channels_last, where oneDNN's 1x1 stride-2 backward kernel crashed a pruned ResNet-18's distillation."""
+    from edgecompress.frameworks.torch import augment_batch
+
+    x = torch.rand(15, 1, 32, 32)
+    out = augment_batch(
+        x, shift=1, hflip=True, channels_last=False, generator=torch.Generator().manual_seed(0)
+    )
+    assert out.stride() == (32 * 32, 32 * 32, 32, 1)
+
+
 class CountingTeacher(nn.Module):
     """A fixed teacher that counts the images it is shown."""
 
