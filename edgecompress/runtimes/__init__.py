@@ -1,8 +1,9 @@
 """Running exported artifacts on their runtimes.
 
-`sessions.py` loads and runs an artifact (LiteRT or OpenVINO) and `measure.py` profiles one in a fresh
-process. Both need only numpy and the runtime, import nothing from edgecompress, and are copied as they are
-to remote devices; see `MEASURE_SCRIPT`.
+`sessions.py` loads and runs an artifact (LiteRT or OpenVINO), `measure.py` profiles one in a fresh
+process and `op_profiles.py` aggregates the runtimes' per-op profiler output. The three need only numpy and
+the runtime, import nothing from edgecompress, and are copied as they are to remote devices
+(`DEVICE_SCRIPTS`); measure.py loads the other two from its own directory.
 """
 
 from __future__ import annotations
@@ -12,3 +13,6 @@ from pathlib import Path
 #: The standalone profiling script; it loads sessions.py from its own directory.
 MEASURE_SCRIPT = Path(__file__).resolve().parent / "measure.py"
 SESSIONS_MODULE = Path(__file__).resolve().parent / "sessions.py"
+OP_PROFILES_MODULE = Path(__file__).resolve().parent / "op_profiles.py"
+#: Everything a device needs to run measure.py: copy these three into one directory.
+DEVICE_SCRIPTS = (MEASURE_SCRIPT, SESSIONS_MODULE, OP_PROFILES_MODULE)

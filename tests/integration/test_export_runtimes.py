@@ -30,7 +30,7 @@ from edgecompress.profiling import Measurements  # noqa: E402
 from edgecompress.recipe import ExportSpec, parse_recipe  # noqa: E402
 from edgecompress.registry import EXPORTERS, FRAMEWORKS  # noqa: E402
 from edgecompress.runners.local import LocalRunner  # noqa: E402
-from edgecompress.runtimes import MEASURE_SCRIPT, SESSIONS_MODULE  # noqa: E402
+from edgecompress.runtimes import DEVICE_SCRIPTS  # noqa: E402
 from edgecompress.specs import CPUSpec, DeviceProfile, PowerModel  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -220,9 +220,10 @@ def test_check_parity(setup, name):
 
 
 def test_measure_script_standalone(setup, tmp_path):
-    """measure.py copied with sessions.py to another folder runs with edgecompress made unimportable."""
+    """measure.py copied with sessions.py and op_profiles.py to another folder runs with edgecompress made
+    unimportable."""
     _, _, _, artifacts = setup
-    for script in (MEASURE_SCRIPT, SESSIONS_MODULE):
+    for script in DEVICE_SCRIPTS:
         shutil.copy(script, tmp_path / script.name)
     a = artifacts["tflite-fp32"]
     argv = [

@@ -27,7 +27,7 @@ from edgecompress.latency.openvino_builder import (  # noqa: E402
     ir_shape,
     node_constants,
 )
-from edgecompress.runtimes.measure import precision_of  # noqa: E402
+from edgecompress.runtimes.op_profiles import precision_of  # noqa: E402
 from edgecompress.runtimes.sessions import OpenVINOSession  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from edgecompress.deployability import (
 from edgecompress.errors import EdgeCompressError
 from edgecompress.profiling import LatencyStats, Measurements, OpProfile
 from edgecompress.report import render_op_profiles
-from edgecompress.runtimes.measure import (
+from edgecompress.runtimes.op_profiles import (
     aggregate_litert,
     aggregate_openvino,
     inventory_profile,
