@@ -439,6 +439,19 @@ def digits_section(work: Path, ui: UI) -> str:
                 f"- {name} / {a.name}: {'holds' if ok else 'does NOT hold'} (loses "
                 f"{(reference - a.parity.accuracy) * 100:.2f} pt, agrees on {a.parity.agreement:.2%})"
             )
+        for fmt in ("tflite", "openvino"):  # auto never measurably slower than the fp32 twin or all-int8
+            p50 = {
+                n: artifacts[n].measurements["desktop"].latency.p50_ms
+                for n in (f"{fmt}-auto", f"{fmt}-int8", f"{fmt}-fp32-twin")
+                if n in artifacts and "desktop" in artifacts[n].measurements
+            }
+            if len(p50) == 3:
+                fastest = min(p50[f"{fmt}-int8"], p50[f"{fmt}-fp32-twin"])
+                targets.append(
+                    f"- {name} / {fmt}-auto {p50[f'{fmt}-auto']:.3f} ms vs the fastest of int8 and fp32 "
+                    f"{fastest:.3f} ms: {'holds' if p50[f'{fmt}-auto'] <= 1.05 * fastest else 'does NOT hold'} "
+                    "(5% tolerance)"
+                )
         cross = [c for c in report.cross_runtime if "twin" not in c.a]
         targets += [f"- {name}: {c.a} vs {c.b}: {c.agreement:.2%} of test images agree" for c in cross]
         lines.append(f"| {name} | (build {cost['build_seconds']:.0f} s) | | | | | | | |")
