@@ -274,6 +274,21 @@ def test_int8_layer_runs_int8_kernel_within_quantization_error(case, tmp_path):
     assert error.mean() < 0.02 and error.max() < 0.1, (error.mean(), error.max())
 
 
+def test_int8_layer_writes_int8_into_the_edge_reader(tmp_path):
+    """A one-layer int8 model ends in a reader named output/..., so the conv writes int8 as inside a
+    model (a float Result made it write f32: 4x the bytes), and measure.py leaves the reader out."""
+    graph = OpGraph(IMAGE, (N("c1", "conv2d", out_channels=16, activation="relu", precision="int8"),))
+    compiled = ov.Core().compile_model(
+        str(build_openvino(graph, tmp_path / "g.xml")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    precisions = {
+        op.get_friendly_name(): op.get_rt_info()["outputPrecisions"].astype(str)
+        for op in compiled.get_runtime_model().get_ordered_ops()
+    }
+    assert precisions["c1"] in ("u8", "i8"), precisions
+    assert any(name.startswith("output/int8_reader") for name in precisions), precisions
+
+
 @pytest.mark.parametrize("form", ["native", "decomposed"])
 def test_mixed_graph_runs_hardswish_in_float_between_int8_convs(form, tmp_path):
     graph = OpGraph(
