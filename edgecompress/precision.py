@@ -16,8 +16,8 @@ device's latency model, and picks:
 OpenVINO decides the precision of activations itself; its plans add NNCF's quantizer placement as a
 candidate (no FakeQuantize where only an activation reads a tensor, none around a squeeze-excitation
 gate). Every plan is then checked whole: the planned model, the all-int8 one and (for `auto`) the fp32 one
-are exported and timed on the device in interleaved rounds, and the fastest wins (for `int8`, among the
-int8 ones). The report lists each op's choice with the measured times behind it, and the whole-model race.
+and the int8 export's plan are exported and timed on the device in interleaved rounds, one race for all the
+int8/auto exports of a format and device, and the fastest wins (for `int8`, among the int8 ones). The report lists each op's choice with the measured times behind it, and the whole-model race.
 
 A plan is written to `recipe.lock.yaml`; `plan: FILE` on an export reads it back instead of measuring, so a
 build reproduces on another CPU and a test does not depend on the one it runs on.
@@ -51,6 +51,8 @@ LITERT_NO_NATIVE_INT8 = ("hardsigmoid", "silu", "layer_norm")
 #: Op kinds that always stay int8 under `precision: int8` (the weights are what int8 is asked for).
 WEIGHT_KINDS = ("conv", "linear")
 CANDIDATE_RUNS = 100
+#: Interleaved rounds of a race (at least; more when the recipe's profile asks for more).
+RACE_ROUNDS = 5
 
 
 class OpChoice(BaseModel):
@@ -159,6 +161,10 @@ class Planner:
         #: `close()` so that the winner becomes the build's export without a second conversion.
         self._exported: dict[str, Any] = {}
         self._workdir: Path | None = None
+        #: Per-op plans before their race, by artifact name; race timings by format, options and device.
+        self._unraced_plans: dict[str, PrecisionPlan] = {}
+        self._races: dict[str, dict[str, tuple[float, list[float]]]] = {}
+        self._race_pools: dict[str, dict[str, dict[str, str] | None]] = {}
 
     def close(self) -> None:
         """Remove the race's artifacts."""
@@ -272,7 +278,16 @@ class Planner:
             )
         return plan.model_copy(update={"source": f"pinned ({path})", "artifact": spec.artifact_name})
 
+    def _unraced(self, spec: Any, runtime: str, device: DeviceProfile) -> PrecisionPlan:
+        """The plan by per-op measurement, before the whole-model race (memoized per artifact)."""
+        if spec.artifact_name not in self._unraced_plans:
+            self._unraced_plans[spec.artifact_name] = self._forms_plan(spec, runtime, device)
+        return self._unraced_plans[spec.artifact_name]
+
     def _measured(self, spec: Any, runtime: str, device: DeviceProfile) -> PrecisionPlan:
+        return self._race(self._unraced(spec, runtime, device), spec, device)
+
+    def _forms_plan(self, spec: Any, runtime: str, device: DeviceProfile) -> PrecisionPlan:
         precision = spec.precision
         model = self.latency_model(device, runtime)
         choices = self._choose_forms(model, runtime, precision)
@@ -291,7 +306,7 @@ class Planner:
                 )
                 for c in choices
             ]
-        plan = PrecisionPlan(
+        return PrecisionPlan(
             artifact=spec.artifact_name,
             format=spec.format,
             runtime=runtime,
@@ -302,7 +317,6 @@ class Planner:
             val_accuracy=val,
             notes=list(model.notes),
         )
-        return self._race(plan, spec, device)
 
     def _choose_forms(self, model: Any, runtime: str, precision: str) -> list[OpChoice]:
         allowed = RUNTIME_FORMS[runtime]
@@ -398,9 +412,8 @@ class Planner:
 
     # ------------------------------------------------------------------------------------------- race
 
-    def _race(self, plan: PrecisionPlan, spec: Any, device: DeviceProfile) -> PrecisionPlan:
-        """Time the planned model against the all-int8 one (and the fp32 one for auto; OpenVINO: NNCF's
-        placement too) on the device; the fastest wins."""
+    def _contenders(self, plan: PrecisionPlan) -> dict[str, dict[str, str] | None]:
+        """The whole models a plan races: itself, all-int8, NNCF's placement on OpenVINO, fp32 for auto."""
         contenders: dict[str, dict[str, str] | None] = {"plan": plan.ops, "all-int8": {}}
         if plan.runtime == "openvino":
             placement = self.backend.openvino_placement(self.quantized)
@@ -410,17 +423,73 @@ class Planner:
             }
         if plan.precision == "auto":
             contenders["fp32"] = None
-        unique: dict[str, dict[str, str] | None] = {}
+        return contenders
+
+    def _siblings(self, spec: Any, device: DeviceProfile) -> list[Any]:
+        """The recipe's measured int8/auto exports of the same format, options and device as `spec`."""
+        return [
+            s
+            for s in self.ctx.recipe.export
+            if s.precision in ("int8", "auto")
+            and not s.plan
+            and s.format == spec.format
+            and s.options == spec.options
+            and (s.device or self.ctx.recipe.devices[0]) == device.name
+        ]
+
+    def _race(self, plan: PrecisionPlan, spec: Any, device: DeviceProfile) -> PrecisionPlan:
+        """Time the planned model against the other contenders on the device; the fastest wins (for int8,
+        among the int8 ones).
+
+        One race serves every int8/auto export of the same format, options and device: their contenders
+        are timed together in interleaved rounds, so each export picks from the same measurement, and an
+        auto export, which also races its int8 sibling's plan, is never slower than it by a measurement's
+        noise (two races of the same models on this 2-core VM read up to 25% apart)."""
+        key = self._artifact_key(spec, {}) + f"|{device.name}"
+        contenders = self._contenders(plan)
+        if plan.precision == "auto":  # an int8 sibling's plan is a valid auto model too
+            for sibling in self._siblings(spec, device):
+                if sibling.precision == "int8":
+                    contenders[f"int8 plan ({sibling.artifact_name})"] = self._unraced(
+                        sibling, plan.runtime, device
+                    ).ops
+        pool = dict(self._race_pools.get(key, {}))  # artifact key -> ops (None: fp32)
+        for sibling in self._siblings(spec, device):
+            if sibling.artifact_name != spec.artifact_name:
+                for ops in self._contenders(self._unraced(sibling, plan.runtime, device)).values():
+                    pool.setdefault(self._artifact_key(spec, ops), ops)
+        for ops in contenders.values():
+            pool.setdefault(self._artifact_key(spec, ops), ops)
+        if key not in self._races or set(pool) - set(self._races[key]):
+            self._race_pools[key] = pool
+            self._races[key] = self._time_pool(pool, spec, device)
+        timings = self._races[key]
+        candidates: list[Candidate] = []
+        seen: set[str] = set()
         for name, ops in contenders.items():
-            if ops is None or all(ops != other for other in unique.values() if other is not None):
-                unique[name] = ops
-        if len(unique) == 1:  # nothing to race: the plan is the all-int8 model
+            artifact_key = self._artifact_key(spec, ops)
+            if artifact_key in seen or artifact_key not in timings:
+                continue
+            seen.add(artifact_key)
+            timing = timings[artifact_key]
+            candidates.append(Candidate(name=name, p50_ms=timing[0], rounds_p50_ms=timing[1]))
+        if len(candidates) == 1:  # nothing to race: the plan is the all-int8 model
             return plan.model_copy(update={"chosen": "plan"})
+        best = min(candidates, key=lambda c: c.p50_ms)
+        ops = plan.ops if best.name == "plan" else (contenders[best.name] or {})
+        return plan.model_copy(update={"candidates": candidates, "chosen": best.name, "ops": dict(ops)})
+
+    def _time_pool(
+        self, pool: dict[str, dict[str, str] | None], spec: Any, device: DeviceProfile
+    ) -> dict[str, tuple[float, list[float]]]:
+        """Each distinct contender exported and timed in interleaved rounds: key -> (p50, round p50s)."""
+        if len(pool) == 1:
+            return {k: (float("nan"), []) for k in pool}
         with self.ui.progress(
-            f"precision plan race: exporting {len(unique)} candidates", total=len(unique)
+            f"precision plan race: exporting {len(pool)} candidates", total=len(pool)
         ) as task:
             artifacts = []
-            for ops in unique.values():
+            for ops in pool.values():
                 artifacts.append(self.export_candidate(spec, ops))
                 task.advance()
         runner = RUNNERS.get(device.connection.runner)()
@@ -432,20 +501,16 @@ class Planner:
                 runs=CANDIDATE_RUNS,
                 warmup_seconds=0.2,
                 threads=threads,
-                rounds=max(3, self.ctx.recipe.profile.rounds),
+                rounds=max(RACE_ROUNDS, self.ctx.recipe.profile.rounds),
             )
-        candidates = []
-        for name, timing in zip(unique, result.timings, strict=True):
+        out = {}
+        for key, timing in zip(pool, result.timings, strict=True):
             if timing.error:
                 raise DeviceError(
-                    f"{device.name}: could not time the {name} candidate of {spec.artifact_name}: {timing.error}"
+                    f"{device.name}: could not time a candidate of {spec.artifact_name}: {timing.error}"
                 )
-            candidates.append(
-                Candidate(name=name, p50_ms=timing.p50_ms, rounds_p50_ms=list(timing.rounds_p50_ms))
-            )
-        best = min(candidates, key=lambda c: c.p50_ms)
-        ops = plan.ops if best.name == "plan" else (unique[best.name] or {})
-        return plan.model_copy(update={"candidates": candidates, "chosen": best.name, "ops": dict(ops)})
+            out[key] = (timing.p50_ms, list(timing.rounds_p50_ms))
+        return out
 
 
 def lock_entry(plan: PrecisionPlan) -> dict[str, Any]:
