@@ -144,7 +144,10 @@ def precision_section(
     for name, model, pruned in models_224(settings.quick):
         t0 = time.perf_counter()
         folder = work / name.replace(" ", "_")
-        exports = "[{format: tflite, precision: auto}, {format: openvino, precision: auto}]"
+        exports = (  # int8 and auto on each runtime: their precision plans share one race
+            "[{format: tflite, precision: int8}, {format: tflite, precision: auto}, "
+            "{format: openvino, precision: int8}, {format: openvino, precision: auto}]"
+        )
         ctx = make_context(_recipe(shape, exports), folder, random_bundle(shape, 32), ui)
         ctx.current_stage = 0
         ui.info(f"[bold]{name}[/bold]: quantizing (PTQ) and planning on this machine")

@@ -443,16 +443,16 @@ class Planner:
 
         One race serves every int8/auto export of the same format, options and device: their contenders
         are timed together in interleaved rounds, so each export picks from the same measurement, and an
-        auto export, which also races its int8 sibling's plan, is never slower than it by a measurement's
-        noise (two races of the same models on this 2-core VM read up to 25% apart)."""
+        auto export, which also races its int8 sibling's contenders, is never slower than it by a
+        measurement's noise (two races of the same models on this 2-core VM read up to 25% apart)."""
         key = self._artifact_key(spec, {}) + f"|{device.name}"
         contenders = self._contenders(plan)
-        if plan.precision == "auto":  # an int8 sibling's plan is a valid auto model too
+        if plan.precision == "auto":  # every contender of an int8 sibling is a valid auto model too
             for sibling in self._siblings(spec, device):
                 if sibling.precision == "int8":
-                    contenders[f"int8 plan ({sibling.artifact_name})"] = self._unraced(
-                        sibling, plan.runtime, device
-                    ).ops
+                    int8_plan = self._unraced(sibling, plan.runtime, device)
+                    for name, ops in self._contenders(int8_plan).items():
+                        contenders.setdefault(f"{sibling.artifact_name} {name}", ops)
         pool = dict(self._race_pools.get(key, {}))  # artifact key -> ops (None: fp32)
         for sibling in self._siblings(spec, device):
             if sibling.artifact_name != spec.artifact_name:

@@ -2,7 +2,7 @@
 
     <cache>/latency/<device>/<runtime>-<runtime version>-t<threads>-<cpu digest>.json
 
-`<cache>` is `$EDGECOMPRESS_CACHE`, else `$XDG_CACHE_HOME/edgecompress`, else `~/.cache/edgecompress`
+`<cache>` is `edgecompress.cache.cache_root()`: `$EDGECOMPRESS_CACHE`, else `$XDG_CACHE_HOME/edgecompress`, else `~/.cache/edgecompress`
 (read when a table is opened, never at import). The file name carries what the timings depend on: the
 device, the runtime's version, the thread count, and a digest of the CPU model and its ISA flags, so a
 table made with another runtime version, CPU or thread count is never reused (it stays beside the new one;
@@ -20,17 +20,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgecompress.cache import cache_root  # re-exported: `from edgecompress.latency.table import cache_root`
+
 #: Bumped when the measuring protocol or the builders change what a table entry means.
-TABLE_VERSION = 2  # 2: OpenVINO int8 layers write int8 into an excluded reader; 100 warm-up runs
-
-
-def cache_root() -> Path:
-    """Where edgecompress caches measurements (see the module docstring)."""
-    explicit = os.environ.get("EDGECOMPRESS_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "edgecompress"
+TABLE_VERSION = 3  # 2: OpenVINO int8 layers write int8 into an excluded reader; 3: boundary FQs count
 
 
 class TableKey(BaseModel):
