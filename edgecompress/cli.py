@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -165,6 +166,19 @@ devices_app = typer.Typer(
 app.add_typer(devices_app, name="devices")
 
 
+@app.command()
+def plan(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file with a latency budget in a prune stage.")],
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Show the channel widths a latency-budget prune stage chooses and the predicted latency of each
+    budget's export, before any training (the unpruned reference is exported and timed)."""
+    from edgecompress.planning import plan_recipe
+
+    plan_recipe(recipe, verbosity=_verbosity(quiet, verbose))
+
+
 @devices_app.callback(invoke_without_command=True)
 def devices(ctx: typer.Context) -> None:
     """List the device profiles edgecompress knows (devices/*.yaml) and their cached latency tables."""
@@ -205,8 +219,20 @@ def calibrate(
     calibrate_device(device, recipe, recalibrate=recalibrate, verbosity=_verbosity(quiet, verbose))
 
 
+#: Third-party warnings that say nothing to a user of edgecompress (shown with --debug): torch's pytree
+#: deprecation raised by deep-copying its own exported graphs, and JAX's note on fork() (the converters load
+#: JAX; edgecompress's children do not use it).
+QUIET_WARNINGS = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    (RuntimeWarning, r"os\.fork\(\) was called"),
+)
+
+
 def main() -> None:
     """Console entry point: maps errors to one line and an exit code (see module docstring)."""
+    if "--debug" not in sys.argv:
+        for category, message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
     try:
         app(standalone_mode=False)
     except typer.Exit as exc:

@@ -29,6 +29,9 @@ class RunContext:
     quantization: Any = None
     #: Rebuild the latency tables this build uses instead of reading the cache (`--recalibrate`).
     recalibrate: bool = False
+    #: Latency budgets (prune.latency): "<device>/<export>" -> (unpruned model measured ms, latency model's
+    #: raw prediction), timed once per build, before training.
+    budget_references: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def framework(self) -> str:

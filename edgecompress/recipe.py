@@ -110,11 +110,44 @@ class AugmentSpec(_Strict):
     )
 
 
+#: Least images per split of `digits-deformed`: one of each of the ten digit classes.
+MIN_DEFORMED_SPLIT = 10
+_DeformedCount = Annotated[int, Field(strict=True, ge=MIN_DEFORMED_SPLIT, le=1_000_000)]
+
+
+class DeformedSpec(_Strict):
+    """Sizes and seed of the generated `digits-deformed` dataset (see edgecompress/datasets_deformed.py)."""
+
+    train: _DeformedCount = Field(default=10_000, description="Generated training images.")
+    val: _DeformedCount = Field(default=2_000, description="Generated validation images.")
+    test: _DeformedCount = Field(default=3_000, description="Generated test images.")
+    seed: int = Field(
+        default=0,
+        strict=True,
+        ge=0,
+        description="Seed of the source-digit split and of every deformation; independent of the recipe's "
+        "`seed`, so that training seeds can vary on the same data. Same seed, sizes, image size and "
+        "channels: the same images, generated once and then read from the cache.",
+    )
+
+    @field_validator("train", "val", "test", mode="before")
+    @classmethod
+    def _every_class(cls, v: Any) -> Any:
+        """Say why a split needs 10 images (before pydantic's bare 'greater than or equal to 10')."""
+        if isinstance(v, int) and not isinstance(v, bool) and v < MIN_DEFORMED_SPLIT:
+            raise ValueError(
+                f"needs at least {MIN_DEFORMED_SPLIT} images so that every digit class appears; got {v}"
+            )
+        return v
+
+
 class DataSpec(_Strict):
     dataset: str = Field(
         default="digits",
-        description="'digits' (bundled with scikit-learn), 'folder' (one subfolder per class), 'npz' "
-        "(arrays x and y), or a python entry 'file.py:function' returning (x, y) or a dict of splits.",
+        description="'digits' (bundled with scikit-learn), 'digits-deformed' (those digits with seeded "
+        "elastic and affine deformations, clutter and noise, generated at image_size and channels and "
+        "cached; sizes in `deformed`), 'folder' (one subfolder per class), 'npz' (arrays x and y), or a "
+        "python entry 'file.py:function' returning (x, y) or a dict of splits.",
     )
     path: str | None = Field(default=None, description="Folder or .npz file for 'folder' and 'npz'.")
     image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
@@ -134,7 +167,17 @@ class DataSpec(_Strict):
         description="Augmentation of training batches in every training stage (train, distill, QAT); with "
         "distillation the teacher sees the same augmented images (its targets are computed per batch).",
     )
-    split: SplitSpec = Field(default_factory=SplitSpec, description="How data is split (seeded, stratified).")
+    split: SplitSpec = Field(
+        default_factory=SplitSpec,
+        description="How data is split (seeded, stratified). digits-deformed generates its own splits, so "
+        "only `calibration` applies to it.",
+    )
+    deformed: DeformedSpec | None = Field(
+        default=None,
+        description="digits-deformed only: images per split and the generator's seed, e.g. {train: 10000, "
+        "val: 2000, test: 3000, seed: 0} (the defaults). Train, validation and test are drawn from disjoint "
+        "source digits; `split` fractions are not used.",
+    )
 
 
 class ExportSpec(_Strict):
@@ -308,6 +351,46 @@ class _NestedError(Exception):
         self.model = model
 
 
+def _check_latency_budgets(recipe: Recipe, recipe_path: Path, fail: Any) -> None:
+    """prune.latency: each budget's export and device exist and its runtime can be measured here, checked
+    before any training (a budget found wrong after an hour of training is an hour lost)."""
+    from edgecompress.registry import EXPORTERS
+    from edgecompress.runtimes.sessions import runtime_version
+    from edgecompress.specs import load_device
+
+    exports = {e.artifact_name: e for e in recipe.export}
+    for i, stage in enumerate(recipe.stages):
+        for j, budget in enumerate(getattr(stage, "latency", None) or []):
+            where = ("stages", i, "latency", j)
+            spec = exports.get(budget.export)
+            if spec is None:
+                raise fail(
+                    (*where, "export"),
+                    f"'{budget.export}' is not one of the recipe's exports ({', '.join(exports) or 'none'})"
+                    f"{did_you_mean(budget.export, list(exports))}",
+                )
+            device = budget.device or spec.device or (recipe.devices[0] if recipe.devices else None)
+            if device is None or device not in recipe.devices:
+                raise fail(
+                    (*where, "device"),
+                    f"'{device}' is not one of the recipe's devices ({', '.join(recipe.devices) or 'none'})",
+                )
+            profile = load_device(device, base_dir=recipe_path.parent)
+            runtime = EXPORTERS.get(spec.format).runtime
+            if profile.connection.runner != "local":
+                raise fail(
+                    (*where, "device"),
+                    f"{device} is measured through its '{profile.connection.runner}' runner, which latency "
+                    "budgets cannot use yet; give a local device",
+                )
+            if runtime_version(runtime) is None:
+                raise fail(
+                    (*where, "export"),
+                    f"no latency model of {device}/{runtime} and no way to measure one: {runtime} is not "
+                    "installed here (pip install 'edgecompress[all]')",
+                )
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -466,6 +549,11 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             raise fail(("data", "dataset"), f"dataset '{recipe.data.dataset}' needs 'path:'")
         if not resolve_path(recipe.data.path, recipe_path).exists():
             raise fail(("data", "path"), f"not found: {recipe.data.path}")
+    if recipe.data.deformed is not None and recipe.data.dataset != "digits-deformed":
+        raise fail(
+            ("data", "deformed"),
+            f"applies to dataset 'digits-deformed' only (dataset is '{recipe.data.dataset}'); remove it",
+        )
     if recipe.data.normalize and len(recipe.data.normalize.mean) not in {1, recipe.data.channels}:
         raise fail(("data", "normalize", "mean"), f"needs 1 or {recipe.data.channels} values (data.channels)")
     for i, stage in enumerate(recipe.stages):
@@ -527,6 +615,7 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             load_device(name, base_dir=recipe_path.parent)
         except EdgeCompressError as exc:
             raise fail(("devices", i), str(exc)) from None
+    _check_latency_budgets(recipe, recipe_path, fail)
     known = {f"{d}/{e.artifact_name}" for d in recipe.devices for e in recipe.export}
     for pattern in recipe.gates.max_latency_ms:
         if not fnmatch.filter(known, pattern):

@@ -154,6 +154,16 @@ class Report(BaseModel):
                             f"- **{k}** (before → after): "
                             + ", ".join(f"{n} {a}→{b}" for n, (a, b) in v.items())
                         )
+                    elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+                        columns = list(dict.fromkeys(c for row in v for c in row))  # e.g. latency_budgets
+                        out += [
+                            f"- **{k}**:",
+                            "",
+                            "| " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+                            "|" + "---|" * len(columns),
+                            *("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in v),
+                            "",
+                        ]
                     else:
                         out.append(f"- **{k}**: {_short(v)}")
         out += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -138,6 +139,50 @@ def test_missing_model_file_named_with_line(write_recipe):
 def test_keras_model_rejected_until_supported(write_recipe):
     path = write_recipe(BASE.replace(f"{EXAMPLES}:tiny_cnn", "model.keras"))
     with pytest.raises(RecipeError, match="keras models are not supported yet"):
+        load_recipe(path)
+
+
+BUDGET = "stages:\n  - {type: prune, criterion: taylor, latency: %s}\nexport: [{format: tflite}]\n"
+
+
+def test_latency_budget_is_one_budget_or_a_list():
+    one = parse_recipe(BASE + BUDGET % "{export: tflite-fp32, speedup: 2}", source="r.yaml")
+    assert [b.speedup for b in one.stages[0].latency] == [2]
+    two = parse_recipe(
+        BASE + BUDGET % "[{export: tflite-fp32, ms: 0.4}, {export: tflite-fp32, speedup: 2}]", source="r.yaml"
+    )
+    assert [b.ms for b in two.stages[0].latency] == [0.4, None]
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        (
+            "{export: tflite-fp32, speedup: 1.0}",
+            r"stages\.0\.latency\.0\.speedup: Input should be greater than 1",
+        ),
+        ("{export: tflite-fp32, speedup: 2, ms: 1}", r"stages\.0\.latency\.0: give one of speedup or ms"),
+        ("{export: tflite-fp32}", r"stages\.0\.latency\.0: give one of speedup or ms"),
+        (
+            "{export: tflite-fp32, speedup: 2}, ratio: 0.5",
+            "give one of ratio, macs_target, params_target, latency",
+        ),
+        ("{export: tflite-fp32, speedup: 2}, round_to: 8", "drop layer_ratios, global_ranking and round_to"),
+    ],
+)
+def test_bad_latency_budgets_are_named(budget, message):
+    assert re.search(message, _error(BASE + BUDGET % budget))
+
+
+def test_latency_budget_export_and_device_must_exist(write_recipe):
+    path = write_recipe(BASE + BUDGET % "{export: tflite-int8, speedup: 2}")
+    with pytest.raises(
+        RecipeError,
+        match=r"latency\.0\.export: 'tflite-int8' is not one of the recipe's exports \(tflite-fp32\)",
+    ):
+        load_recipe(path)
+    path = write_recipe(BASE + BUDGET % "{export: tflite-fp32, speedup: 2, device: laptop}")
+    with pytest.raises(RecipeError, match=r"latency\.0\.device: 'laptop' is not one of the recipe's devices"):
         load_recipe(path)
 
 

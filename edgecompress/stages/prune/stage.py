@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgecompress.stages.base import Stage, StageConfig
+
+
+class LatencyBudget(BaseModel):
+    """A latency budget on one export of the recipe, measured on its device (see `prune.latency`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    export: str = Field(
+        description="The export the budget is on, by its artifact name (e.g. tflite-int8, openvino-auto): its "
+        "format, precision (int8 for int8/auto) and device are what is timed."
+    )
+    device: str | None = Field(
+        default=None,
+        description="One of the recipe's devices; default the export's device (its `device:`, else the "
+        "recipe's first).",
+    )
+    speedup: float | None = Field(
+        default=None,
+        gt=1,
+        description="Times faster than the unpruned model's export in the same format and precision, which "
+        "the build exports and measures as the reference.",
+    )
+    ms: float | None = Field(default=None, gt=0, description="Alternative to speedup: p50 latency in ms.")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> LatencyBudget:
+        if (self.speedup is None) == (self.ms is None):
+            raise ValueError("give one of speedup or ms")
+        return self
 
 
 class PruneConfig(StageConfig):
@@ -40,6 +69,21 @@ class PruneConfig(StageConfig):
         lt=1,
         description="Alternative to `ratio`: keep at most this fraction of the model's parameters.",
     )
+    latency: list[LatencyBudget] = Field(
+        default_factory=list,
+        description="Alternative to `ratio`: prune until the export(s) meet a latency budget on their device, "
+        "e.g. {export: tflite-int8, speedup: 2.5} or a list of such (the tightest binds). Per-group widths "
+        "are chosen from the device's latency model (plateau edges only) and channel importance (`taylor` "
+        "recommended) as a multiple-choice knapsack (HALP), over `iterative_steps` with `finetune_epochs` of "
+        "distillation between steps; the result is exported, measured, and corrected when it misses.",
+    )
+    finetune_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="Latency budgets: epochs of distillation from the teacher after each pruning step but the "
+        "last (the recipe's distill stage follows the last).",
+    )
+    finetune_lr: float = Field(default=1e-3, gt=0, description="Learning rate of those epochs.")
     global_ranking: bool = Field(
         default=False,
         description="Rank channels across all layers together (global pruning) instead of the same ratio per layer.",
@@ -71,15 +115,29 @@ class PruneConfig(StageConfig):
         default=8, gt=0, description="Training batches used to accumulate gradients for the taylor criterion."
     )
 
+    @field_validator("latency", mode="before")
+    @classmethod
+    def _budget_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
         if isinstance(self.round_to, int) and self.round_to < 1:
             raise ValueError(f"round_to must be at least 1 or 'auto' (got {self.round_to})")
         given = [k for k in ("ratio", "macs_target", "params_target") if getattr(self, k) is not None]
+        if self.latency:
+            given.append("latency")
         if len(given) > 1:
-            raise ValueError(f"give one of ratio, macs_target, params_target (got {', '.join(given)})")
+            raise ValueError(
+                f"give one of ratio, macs_target, params_target, latency (got {', '.join(given)})"
+            )
         if not given and not self.layer_ratios:
-            raise ValueError("give a ratio, a macs_target, a params_target or layer_ratios")
+            raise ValueError("give a ratio, a macs_target, a params_target, a latency budget or layer_ratios")
+        if self.latency and (self.layer_ratios or self.global_ranking or self.round_to is not None):
+            raise ValueError(
+                "latency budgets choose every group's width themselves (plateau edges on the target): drop "
+                "layer_ratios, global_ranking and round_to"
+            )
         for pattern, r in self.layer_ratios.items():
             if not 0 < r < 1:
                 raise ValueError(f"layer_ratios['{pattern}'] = {r} must be between 0 and 1 (exclusive)")
@@ -93,9 +151,22 @@ class PruneStage(Stage):
     - {type: prune, method: channel, ratio: 0.5, criterion: l1, round_to: 8}
     - {type: prune, macs_target: 0.5, global_ranking: true, layer_ratios: {"stem.*": 0.2}}
     - {type: prune, ratio: 0.5, criterion: taylor, round_to: auto}   # widths the target runtimes like
+    - {type: prune, criterion: taylor, latency: {export: tflite-int8, speedup: 2.5}, iterative_steps: 3,
+       finetune_epochs: 2}                                            # a budget measured on the device
     ```
     """
 
     name = "prune"
     Config = PruneConfig
     backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_backend:prune"}
+
+    def precheck(self, model: Any, ctx: Any, index: int) -> None:
+        """Before any stage runs: a latency budget the model cannot reach is a recipe error (exit 2)."""
+        from edgecompress.registry import import_object
+
+        if self.config.latency:
+            import_object(self.prechecks[ctx.framework])(model, self.config, ctx, index)
+
+    prechecks: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:precheck"}
+    #: `edgecompress plan`: the width plan of a latency budget, without pruning.
+    planners: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:plan_widths"}

@@ -39,6 +39,69 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     Records in the run notes: params and MACs before and after, the ratio used and, for every conv/linear
     layer that changed, its output channels before and after.
     """
+    shape = [1, *ctx.input_shape[1:]]
+    plan = make_plan(model, config, ctx)
+    ignored = plan.ignored
+
+    params_before, macs_before = count_params(model), count_macs(model, shape)
+    channels_before = out_channels(model)
+    unpruned = copy.deepcopy(model) if config.round_to == "auto" else None
+    target = config.macs_target or config.params_target
+    if target is not None:
+        measure = (
+            (lambda m: count_macs(m, shape) / macs_before)
+            if config.macs_target
+            else (lambda m: count_params(m) / params_before)
+        )
+        ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
+    elif config.latency:
+        from edgecompress.stages.prune.torch_budget import prune_to_budget
+
+        ratio = None
+        model = prune_to_budget(model, config, ctx, plan)
+    else:
+        ratio = config.ratio or 0.0
+        plan.apply(model, ratio)
+
+    if unpruned is not None:
+        model = _snap_to_plateaus(unpruned, model, plan, ctx)
+    try:
+        ctx.adapter.check(model, ctx.input_shape, ctx.data.num_classes)
+    except ModelError as exc:
+        raise ModelError(f"prune: the pruned model does not run: {exc}") from exc
+    params_after, macs_after = count_params(model), count_macs(model, shape)
+    after = out_channels(model)
+    changed = {n: [c, after[n]] for n, c in channels_before.items() if n in after and after[n] != c}
+    unchanged = [n for n in after if n not in changed and n not in ignored]
+    if not changed:
+        ctx.ui.warn(
+            "prune: no channel was removed (every layer is ignored, too small, or below one round_to step)"
+        )
+    ctx.note("criterion", config.criterion)
+    ctx.note("global_ranking", config.global_ranking)
+    ctx.note("ratio", round(ratio, 4) if ratio is not None else "per group (latency budget)")
+    ctx.note("ignored", ignored)
+    ctx.note("params_before", params_before)
+    ctx.note("params_after", params_after)
+    ctx.note("macs_before", macs_before)
+    ctx.note("macs_after", macs_after)
+    ctx.note("macs_kept", round(macs_after / macs_before, 4) if macs_before else None)
+    ctx.note("params_kept", round(params_after / params_before, 4) if params_before else None)
+    ctx.note("channels", changed)
+    # Layers that kept their width although not ignored: coupled to an ignored layer, too narrow for
+    # round_to, or in a group Torch-Pruning skipped (it never empties one side of a concatenation).
+    ctx.note("unchanged", unchanged)
+    how = f"ratio {ratio:.3f}" if ratio is not None else "latency budget"
+    ctx.ui.info(
+        f"prune: {how}, MACs {macs_before:,} -> {macs_after:,} ({macs_after / max(macs_before, 1):.1%}), "
+        f"params {params_before:,} -> {params_after:,}, {len(changed)} layers narrowed"
+    )
+    return model.eval()
+
+
+def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
+    """Checks the model can be pruned as `config` says and resolves its globs: the ignored layers (and the
+    classifier) and the layers of each `layer_ratios` glob."""
     import torch
     from torch import nn
 
@@ -67,61 +130,12 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     layer_ratios = {
         pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios
     }
-    plan = _Plan(
+    return _Plan(
         config,
         ctx,
         ignored,
         {p: (names, config.layer_ratios[p]) for p, names in layer_ratios.items() if names},
     )
-
-    params_before, macs_before = count_params(model), count_macs(model, shape)
-    channels_before = _out_channels(model)
-    unpruned = copy.deepcopy(model) if config.round_to == "auto" else None
-    target = config.macs_target or config.params_target
-    if target is not None:
-        measure = (
-            (lambda m: count_macs(m, shape) / macs_before)
-            if config.macs_target
-            else (lambda m: count_params(m) / params_before)
-        )
-        ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
-    else:
-        ratio = config.ratio or 0.0
-        plan.apply(model, ratio)
-
-    if unpruned is not None:
-        model = _snap_to_plateaus(unpruned, model, plan, ctx)
-    try:
-        ctx.adapter.check(model, ctx.input_shape, ctx.data.num_classes)
-    except ModelError as exc:
-        raise ModelError(f"prune: the pruned model does not run: {exc}") from exc
-    params_after, macs_after = count_params(model), count_macs(model, shape)
-    after = _out_channels(model)
-    changed = {n: [c, after[n]] for n, c in channels_before.items() if n in after and after[n] != c}
-    unchanged = [n for n in after if n not in changed and n not in ignored]
-    if not changed:
-        ctx.ui.warn(
-            "prune: no channel was removed (every layer is ignored, too small, or below one round_to step)"
-        )
-    ctx.note("criterion", config.criterion)
-    ctx.note("global_ranking", config.global_ranking)
-    ctx.note("ratio", round(ratio, 4))
-    ctx.note("ignored", ignored)
-    ctx.note("params_before", params_before)
-    ctx.note("params_after", params_after)
-    ctx.note("macs_before", macs_before)
-    ctx.note("macs_after", macs_after)
-    ctx.note("macs_kept", round(macs_after / macs_before, 4) if macs_before else None)
-    ctx.note("params_kept", round(params_after / params_before, 4) if params_before else None)
-    ctx.note("channels", changed)
-    # Layers that kept their width although not ignored: coupled to an ignored layer, too narrow for
-    # round_to, or in a group Torch-Pruning skipped (it never empties one side of a concatenation).
-    ctx.note("unchanged", unchanged)
-    ctx.ui.info(
-        f"prune: ratio {ratio:.3f}, MACs {macs_before:,} -> {macs_after:,} ({macs_after / max(macs_before, 1):.1%}), "
-        f"params {params_before:,} -> {params_after:,}, {len(changed)} layers narrowed"
-    )
-    return model.eval()
 
 
 class _Plan:
@@ -139,20 +153,29 @@ class _Plan:
         self.ignored = ignored
         self.layer_ratios = layer_ratios
 
-    def apply(self, model: Any, ratio: float, *, widths: dict[Any, float] | None = None) -> None:
+    def apply(
+        self,
+        model: Any,
+        ratio: float,
+        *,
+        widths: dict[Any, float] | None = None,
+        criterion: str | None = None,
+    ) -> None:
         """Prune `model` in place at `ratio` (uniform per layer, or global with global_ranking); with
-        `widths` (module -> ratio that leaves an exact width) only those groups, locally, in one step."""
+        `widths` (module -> ratio that leaves an exact width) only those groups, locally, in one step.
+        `criterion` overrides the recipe's (a trial whose shape alone matters needs no gradients)."""
         import torch
         import torch_pruning as tp
 
         config = self.config
+        criterion = criterion or config.criterion
         modules = dict(model.named_modules())
         importance = {
             "l1": lambda: tp.importance.MagnitudeImportance(p=1),
             "l2": lambda: tp.importance.MagnitudeImportance(p=2),
             "taylor": lambda: tp.importance.TaylorImportance(),
             "bn_scale": lambda: tp.importance.BNScaleImportance(),
-        }[config.criterion]()
+        }[criterion]()
         importance = _TieBreak(importance, seed=self.ctx.seed)
         ratio_dict = {tuple(modules[n] for n in names): r for names, r in self.layer_ratios.values()}
         steps = 1 if widths is not None else config.iterative_steps
@@ -174,8 +197,8 @@ class _Plan:
                 f"prune: Torch-Pruning could not trace the model's dependency graph: {one_line(exc)}"
             ) from exc
         for _ in range(steps):
-            if config.criterion == "taylor":
-                self._accumulate_gradients(model)
+            if criterion == "taylor":
+                self.accumulate_gradients(model)
             try:
                 pruner.step()
             except Exception as exc:
@@ -185,7 +208,7 @@ class _Plan:
         model.zero_grad(set_to_none=True)
         model.eval()
 
-    def _accumulate_gradients(self, model: Any) -> None:
+    def accumulate_gradients(self, model: Any) -> None:
         """Sum cross-entropy gradients over `taylor_batches` seeded training batches (eval-mode batch norm)."""
         import torch
         from torch.nn import functional as F
@@ -242,7 +265,7 @@ def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) 
     shape = [1, *ctx.input_shape[1:]]
     modules = dict(wanted.named_modules())
     ignored = [modules[n] for n in plan.ignored if n in modules]
-    original = _out_channels(unpruned)
+    original = out_channels(unpruned)
     groups = [
         torch_widths.Group(**{**g.__dict__, "original": original.get(g.root, g.channels)})
         for g in torch_widths.pruning_groups(wanted, torch.zeros(shape), ignored)
@@ -257,7 +280,7 @@ def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) 
 
     widths, info = torch_widths.snap_widths(wanted, groups, ctx, layers=layers)
     plan.apply(unpruned, 0.0, widths=torch_widths.widths_pruner(unpruned, widths, original))
-    after = _out_channels(unpruned)
+    after = out_channels(unpruned)
     missed = {root: (keep, after.get(root)) for root, keep in widths.items() if after.get(root) != keep}
     if missed:
         ctx.ui.warn(f"prune: round_to auto: some groups did not reach their planned width: {missed}")
@@ -339,7 +362,8 @@ def _layer_names(model: Any) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
 
 
-def _out_channels(model: Any) -> dict[str, int]:
+def out_channels(model: Any) -> dict[str, int]:
+    """Output channels (features) of every conv and linear layer, by name."""
     from torch import nn
 
     out: dict[str, int] = {}

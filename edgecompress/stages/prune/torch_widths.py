@@ -114,7 +114,7 @@ def pruning_groups(model: Any, example: Any, ignored: list[Any]) -> list[Group]:
     return groups
 
 
-def _resized(layer: Any, *, out: int | None = None, inp: int | None = None) -> Any:
+def resized(layer: Any, *, out: int | None = None, inp: int | None = None) -> Any:
     """A LayerOp with its output and/or input channels changed (a depthwise conv changes both)."""
     attrs = dict(layer.attrs)
     shape = list(layer.input_shape)
@@ -186,12 +186,12 @@ def snap_widths(
                 graphs = {
                     count: [
                         *(
-                            _resized(op, out=count).graph(precision)
+                            resized(op, out=count).graph(precision)
                             for name in group.producers
                             for op in by_name.get(name, [])
                         ),
                         *(
-                            _resized(op, inp=count).graph(precision)
+                            resized(op, inp=count).graph(precision)
                             for name in group.consumers
                             for op in by_name.get(name, [])
                         ),

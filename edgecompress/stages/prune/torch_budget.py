@@ -1,0 +1,531 @@
+"""Torch side of latency-budget pruning (`prune: {latency: ...}`; the method is in `budget.py`).
+
+1. Reference: the unpruned model is exported in each budget's format and precision (int8 through a quick
+   PTQ of 32 calibration images: the speed of an int8 graph does not depend on its ranges) and timed on the
+   budget's device; `speedup` budgets become milliseconds. The latency model's prediction of the unpruned
+   model, against that measurement, scales every later prediction (the tables' own bias cancels).
+2. Steps: `iterative_steps` geometric steps from the unpruned latency to the budget. Each step ranks the
+   channels of every pruning group (the recipe's criterion; `taylor`'s first-order loss change is
+   comparable across groups, so it is the one to use), times each group's layers over its channel counts
+   through the latency model of the binding budget (the tightest relative to its reference), keeps the
+   plateau edges, solves the knapsack, checks the solution with a whole-model prediction of every budget
+   (`budget.solve_to_budget`), and prunes. `finetune_epochs` of distillation from the teacher follow every
+   step but the last.
+3. Check: the pruned model is exported and timed beside the reference, in interleaved rounds (a speedup
+   budget is checked on their ratio, which a slow spell of the machine leaves alone). When it is more than
+   5% slower than a budget, or more than 15% faster than the binding one (needlessly pruned),
+   the last step is redone from the model before it with the step's target scaled by the miss, at most
+   `MAX_CORRECTIONS` times, each said on the console.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecompress.console import UI
+from edgecompress.errors import ModelError
+from edgecompress.stages.prune import budget as kp
+from edgecompress.stages.prune import torch_widths
+
+if TYPE_CHECKING:
+    from edgecompress.context import RunContext
+    from edgecompress.stages.prune.stage import LatencyBudget, PruneConfig
+
+#: A measurement this much slower than its budget is corrected.
+OVER = 0.05
+#: A binding budget undershot by this much is corrected too (channels removed for nothing).
+UNDER = 0.15
+MAX_CORRECTIONS = 3
+#: Interleaved rounds and timed inferences per round when the reference and the pruned model are timed.
+ROUNDS = 5
+RUNS = 100
+#: PTQ calibration images for a latency-only int8 export.
+LATENCY_CALIBRATION = 32
+
+
+@dataclass
+class Target:
+    """One budget, resolved: what is timed where, and its numbers as they become known."""
+
+    budget: LatencyBudget
+    spec: Any  # the ExportSpec the budget names
+    runtime: str
+    precision: str  # "int8" or "fp32": the latency tables used
+    device: Any
+    threads: int
+    model: Any  # LatencyModel
+    reference_ms: float = math.nan  # the unpruned export, measured
+    reference_predicted_ms: float = math.nan  # the latency model's raw prediction of the unpruned model
+    target_ms: float = math.nan
+    measured_ms: list[float] = field(default_factory=list)  # after each check
+    predicted_ms: list[float] = field(default_factory=list)  # scaled predictions, after each step
+
+    @property
+    def label(self) -> str:
+        return f"{self.device.name}/{self.spec.artifact_name}"
+
+    @property
+    def scale(self) -> float:
+        """Measured over predicted, on the unpruned model."""
+        return self.reference_ms / self.reference_predicted_ms
+
+    @property
+    def relative(self) -> float:
+        return self.target_ms / self.reference_ms
+
+
+def targets_of(config: PruneConfig, ctx: RunContext) -> list[Target]:
+    """The recipe's budgets with their exports, devices and latency models (validated at recipe load)."""
+    from edgecompress.latency.model import LatencyModel
+    from edgecompress.registry import EXPORTERS
+    from edgecompress.specs import load_device
+
+    exports = {e.artifact_name: e for e in ctx.recipe.export}
+    out = []
+    for b in config.latency:
+        spec = exports[b.export]
+        name = b.device or spec.device or ctx.recipe.devices[0]
+        device = load_device(name, base_dir=ctx.recipe_path.parent)
+        runtime = EXPORTERS.get(spec.format).runtime
+        threads = ctx.recipe.profile.threads or device.threads
+        model = LatencyModel(device, runtime, threads=threads, ui=ctx.ui, recalibrate=ctx.recalibrate)
+        precision = "int8" if spec.precision in ("int8", "auto") else "fp32"
+        out.append(Target(b, spec, runtime, precision, device, threads, model))
+    return out
+
+
+class Meter:
+    """Exports float models the way a budget's export would run them, and times them on the device."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgecompress-budget-"))
+        self.count = 0
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def artifact(self, model: Any, target: Target) -> Any:
+        """`model` (float) exported in `target`'s format: fp32, or all-int8 after a quick PTQ."""
+        from edgecompress.registry import EXPORTERS
+
+        ctx = self.ctx
+        self.count += 1
+        spec = target.spec.model_copy(
+            update={
+                "name": f"budget-{self.count}",
+                "plan": None,
+                "device": None,
+                "precision": target.precision,
+            }
+        )
+        saved = (ctx.ui, ctx.current_stage, ctx.quantization)
+        ctx.ui = UI(verbosity=0, console=ctx.ui.console)
+        ctx.current_stage = -1000 - self.count  # notes of this export go to a scratch stage, dropped below
+        try:
+            source = self._int8(model) if target.precision == "int8" else model
+            return EXPORTERS.get(spec.format)().export(source, spec, ctx, self.workdir / str(self.count))
+        finally:
+            ctx.notes.pop(ctx.current_stage, None)
+            ctx.ui, ctx.current_stage, ctx.quantization = saved
+
+    def _int8(self, model: Any) -> Any:
+        from edgecompress.stages.quantize.stage import QuantizeConfig
+        from edgecompress.stages.quantize.torch_backend import quantize
+        from edgecompress.stages.quantize.torch_derive import derive
+
+        self.ctx.quantization = None
+        config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
+        converted = quantize(copy.deepcopy(model), config, self.ctx)
+        return derive(converted, {}, input_shape=self.ctx.input_shape)
+
+    def time(self, pairs: list[tuple[Target, list[Any]]]) -> list[list[float]]:
+        """p50 (ms, fastest round) of each artifact, the artifacts of one target in interleaved rounds."""
+        from edgecompress.registry import RUNNERS
+
+        out = []
+        for target, artifacts in pairs:
+            runner = RUNNERS.get(target.device.connection.runner)()
+            result = runner.run_batch(
+                artifacts,
+                target.device,
+                runs=RUNS,
+                warmup_seconds=0.2,
+                threads=target.threads,
+                rounds=ROUNDS,
+            )
+            times = []
+            for timing in result.timings:
+                if timing.error or not timing.rounds_p50_ms:
+                    raise ModelError(f"prune: could not time {target.label}: {timing.error or 'no rounds'}")
+                times.append(min(timing.rounds_p50_ms))
+            out.append(times)
+        return out
+
+
+class Solver:
+    """Width plans for one model state: groups, importances, candidate widths and predictions."""
+
+    def __init__(self, plan: Any, ctx: RunContext, targets: list[Target], original: dict[str, int]) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.targets = targets
+        self.original = original
+        self.shape = [1, *ctx.input_shape[1:]]
+
+    # -- what the model is now ----------------------------------------------------------------------------
+    def layers(self, model: Any) -> list[Any]:
+        from edgecompress.frameworks.torch_layers import float_graph, layer_ops
+
+        return layer_ops(float_graph(model, self.shape), self.shape)
+
+    def predict(self, model: Any, target: Target, *, raw: bool = False) -> float:
+        """The model's latency on `target` by its latency model (scaled to the measured reference)."""
+        graphs = [layer.graph(target.precision) for layer in self.layers(model)]
+        total = target.model.predict(graphs, precision=target.precision).total_ms
+        return total if raw else total * target.scale
+
+    def pruned_copy(self, model: Any, widths: dict[str, int]) -> Any:
+        """A copy of `model` pruned to `widths` (which channels does not matter for latency: l1 order)."""
+        from edgecompress.stages.prune.torch_backend import out_channels
+
+        trial = copy.deepcopy(model)
+        ratios = torch_widths.widths_pruner(trial, widths, out_channels(trial))
+        if ratios:
+            self.plan.apply(trial, 0.0, widths=ratios, criterion="l1")
+        return trial
+
+    def ignored_modules(self, model: Any) -> list[Any]:
+        modules = dict(model.named_modules())
+        return [modules[n] for n in self.plan.ignored if n in modules]
+
+    def importances(self, model: Any) -> dict[str, np.ndarray]:
+        """Per-channel importance of every group (the recipe's criterion, summed over the group's layers,
+        not normalised: the knapsack compares groups)."""
+        import torch
+        import torch_pruning as tp
+        from torch import nn
+
+        criterion = self.plan.config.criterion
+        importance = {
+            "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1, normalizer=None, group_reduction="sum"),
+            "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2, normalizer=None, group_reduction="sum"),
+            "taylor": lambda: tp.importance.GroupTaylorImportance(normalizer=None, group_reduction="sum"),
+            "bn_scale": lambda: tp.importance.BNScaleImportance(normalizer=None, group_reduction="sum"),
+        }[criterion]()
+        if criterion == "taylor":
+            self.plan.accumulate_gradients(model)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(self.shape))
+        names = {m: n for n, m in model.named_modules()}
+        scores: dict[str, np.ndarray] = {}
+        for group in dg.get_all_groups(
+            ignored_layers=self.ignored_modules(model), root_module_types=(nn.Conv2d, nn.Linear)
+        ):
+            root = names.get(group[0].dep.target.module)
+            imp = importance(group)
+            if root is not None and imp is not None:
+                scores[root] = np.abs(imp.detach().double().cpu().numpy())
+        model.zero_grad(set_to_none=True)
+        return scores
+
+    def choices(self, model: Any, binding: Target) -> list[kp.GroupChoice]:
+        """Every prunable group's plateau-edge widths, their cost on `binding` and the value they keep."""
+        import torch
+
+        groups = torch_widths.pruning_groups(model, torch.zeros(self.shape), self.ignored_modules(model))
+        scores = self.importances(model)
+        by_name: dict[str, list[Any]] = {}
+        for layer in self.layers(model):
+            if layer.kind in ("conv", "linear"):
+                by_name.setdefault(layer.module, []).append(layer)
+        sweeps = {g.root: self._sweep(g) for g in groups}
+        graphs: list[Any] = []
+        for g in groups:
+            for count in sweeps[g.root]:
+                graphs += self._group_graphs(g, count, by_name, binding.precision)
+        times = iter(binding.model.latencies(graphs, what="channel counts"))
+        overhead = binding.model.overhead_ms(binding.precision)
+        out = []
+        for g in groups:
+            costs = {}
+            for count in sweeps[g.root]:
+                n = len(self._group_graphs(g, count, by_name, binding.precision))
+                costs[count] = sum(max(next(times) - overhead, 0.0) for _ in range(n)) * binding.scale
+            ranked = np.sort(scores.get(g.root, np.ones(g.channels)))[::-1]
+            if len(ranked) != g.channels:  # a group the importance could not score: keep it whole
+                continue
+            cumulative = np.concatenate([[0.0], np.cumsum(ranked)])
+            widths = kp.plateau_edges(costs)
+            if g.channels not in widths:
+                widths.append(g.channels)
+            out.append(
+                kp.GroupChoice(
+                    root=g.root,
+                    widths=tuple(widths),
+                    costs=tuple(costs[w] for w in widths),
+                    values=tuple(float(cumulative[w]) for w in widths),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _group_graphs(g: Any, count: int, by_name: dict[str, list[Any]], precision: str) -> list[Any]:
+        return [
+            *(
+                torch_widths.resized(op, out=count).graph(precision)
+                for n in g.producers
+                for op in by_name.get(n, [])
+            ),
+            *(
+                torch_widths.resized(op, inp=count).graph(precision)
+                for n in g.consumers
+                for op in by_name.get(n, [])
+            ),
+        ]
+
+    # -- one step -------------------------------------------------------------------------------------------
+    def step(self, model: Any, relative: float) -> tuple[dict[str, int], dict[str, float]]:
+        """Widths that bring every budget's prediction to `relative` of its reference (the binding budget's
+        own relative target scaled alike for the others), and the predicted ms of each target."""
+        binding = min(self.targets, key=lambda t: t.relative)
+        goal = {t.label: t.reference_ms * max(relative, t.relative) for t in self.targets}
+        choices = self.choices(model, binding)
+        current = self.predict(model, binding)
+
+        def worst(widths: dict[str, int]) -> float:
+            trial = self.pruned_copy(model, widths)
+            ratio = max(self.predict(trial, t) / goal[t.label] for t in self.targets)
+            return ratio * goal[binding.label]
+
+        try:
+            widths, _ = kp.solve_to_budget(choices, current, goal[binding.label], worst)
+        except ValueError:
+            floor = {c.root: c.widths[0] for c in choices}
+            floor_ms = self.predict(self.pruned_copy(model, floor), binding)
+            raise ModelError(
+                f"prune: {binding.label} cannot reach {goal[binding.label]:.3f} ms: with every group at its "
+                f"narrowest allowed width the model is predicted at {floor_ms:.3f} ms; "
+                f"{self.slowest_layer(model, binding)}. Lower the speedup, or raise prune.max_layer_ratio"
+            ) from None
+        trial = self.pruned_copy(model, widths)
+        return widths, {t.label: self.predict(trial, t) for t in self.targets}
+
+    def floor(self, model: Any) -> dict[str, int]:
+        """Every group at its narrowest allowed width (max_layer_ratio of its unpruned width, 8 channels)."""
+        import torch
+
+        groups = torch_widths.pruning_groups(model, torch.zeros(self.shape), self.ignored_modules(model))
+        return {g.root: self._sweep(g)[0] for g in groups}
+
+    def _sweep(self, g: Any) -> list[int]:
+        ratio = self.plan.config.max_layer_ratio
+        floor = max(1, math.ceil(self.original.get(g.root, g.channels) * (1 - ratio)))
+        return kp.sweep_counts(g.channels, step=g.step, floor=max(floor, min(8, g.channels)))
+
+    def slowest_layer(self, model: Any, target: Target) -> str:
+        """The layer that sets the floor, in words."""
+        layers = self.layers(model)
+        times = target.model.latencies([layer.graph(target.precision) for layer in layers])
+        k = int(np.argmax(times))
+        return f"the slowest layer is {layers[k].module or layers[k].node} ({layers[k].kind}, {times[k] * target.scale:.3f} ms)"
+
+
+def _references(model: Any, targets: list[Target], solver: Solver, ctx: RunContext) -> None:
+    """Each target's unpruned latency, measured (exported and timed; once per build: the pre-check before
+    training leaves it in `ctx.budget_references`), its raw prediction and its budget in ms."""
+    missing = [t for t in targets if t.label not in ctx.budget_references]
+    if missing:
+        ctx.ui.info("prune: exporting and timing the unpruned model (the latency budgets' reference)")
+        meter = Meter(ctx)
+        try:
+            artifacts = [meter.artifact(model, t) for t in missing]
+            timed = meter.time([(t, [a]) for t, a in zip(missing, artifacts, strict=True)])
+        finally:
+            meter.close()
+        for t, (ms,) in zip(missing, timed, strict=True):
+            ctx.budget_references[t.label] = (ms, solver.predict(model, t, raw=True))
+    for t in targets:
+        t.reference_ms, t.reference_predicted_ms = ctx.budget_references[t.label]
+        t.target_ms = t.reference_ms / t.budget.speedup if t.budget.speedup else float(t.budget.ms)
+
+
+def precheck(model: Any, config: PruneConfig, ctx: RunContext, index: int) -> None:
+    """Before any training: the budgets' references are timed, and a budget below what the model can reach
+    (every group at its narrowest allowed width) is a RecipeError naming the floor and its slowest layer."""
+    from edgecompress.errors import RecipeError
+    from edgecompress.stages.prune.torch_backend import make_plan, out_channels
+
+    if not config.latency:
+        return
+    plan = make_plan(model, config, ctx)
+    targets = targets_of(config, ctx)
+    solver = Solver(plan, ctx, targets, out_channels(model))
+    _references(model, targets, solver, ctx)
+    for j, t in enumerate(targets):
+        if t.target_ms >= t.reference_ms:
+            continue
+        floor_ms = solver.predict(solver.pruned_copy(model, solver.floor(model)), t)
+        if floor_ms > t.target_ms * (1 + OVER):
+            raise RecipeError(
+                f"{ctx.recipe_path}: stages.{index}.latency.{j}: {t.label} cannot reach {t.target_ms:.3f} ms "
+                f"(unpruned {t.reference_ms:.3f} ms): with every group at its narrowest allowed width it is "
+                f"predicted at {floor_ms:.3f} ms, and {solver.slowest_layer(model, t)}; lower the speedup, or "
+                "raise max_layer_ratio"
+            )
+        ctx.ui.info(
+            f"prune budget {t.label}: unpruned {t.reference_ms:.3f} ms, budget {t.target_ms:.3f} ms, floor "
+            f"{floor_ms:.3f} ms (predicted)"
+        )
+
+
+def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any) -> Any:
+    """The model pruned to the recipe's latency budgets (see the module docstring); notes for the report."""
+    from edgecompress.stages.prune.torch_backend import out_channels
+
+    unpruned = copy.deepcopy(model)
+    targets = targets_of(config, ctx)
+    original = out_channels(model)
+    solver = Solver(plan, ctx, targets, original)
+    _references(model, targets, solver, ctx)
+    if all(t.target_ms >= t.reference_ms for t in targets):
+        ctx.ui.warn("prune: the unpruned model already meets every latency budget; nothing pruned")
+        ctx.note("latency_budgets", [_budget_note(t) for t in targets])
+        return model
+    for t in targets:
+        ctx.ui.info(
+            f"prune: {t.label}: unpruned {t.reference_ms:.3f} ms (latency model {t.reference_predicted_ms:.3f} ms "
+            f"before scaling), budget {t.target_ms:.3f} ms"
+        )
+    meter = Meter(ctx)
+    try:
+        references = [meter.artifact(unpruned, t) for t in targets]
+        binding = min(targets, key=lambda t: t.relative)
+        steps = kp.schedule(1.0, binding.relative, config.iterative_steps)
+        before_last = model
+        widths: dict[str, int] = {}
+        for k, relative in enumerate(steps):
+            last = k == len(steps) - 1
+            if last:
+                before_last = copy.deepcopy(model)
+            widths, predicted = solver.step(model, relative)
+            model = _apply(model, widths, plan)
+            for t in targets:
+                t.predicted_ms.append(predicted[t.label])
+            ctx.ui.info(
+                f"prune: step {k + 1}/{len(steps)}: predicted "
+                + ", ".join(f"{t.label} {predicted[t.label]:.3f} ms" for t in targets)
+            )
+            if not last and config.finetune_epochs:
+                _finetune(model, config, ctx, k)
+        corrections: list[str] = []
+        relative = steps[-1]
+        for attempt in range(MAX_CORRECTIONS + 1):
+            artifacts = [meter.artifact(model, t) for t in targets]
+            timed = meter.time([(t, [r, a]) for t, r, a in zip(targets, references, artifacts, strict=True)])
+            misses = []
+            for t, (ref_ms, ms) in zip(targets, timed, strict=True):
+                # a speedup is the ratio of the two timed side by side (a slow spell of the machine slows
+                # both), carried to the reference's first measurement; an ms budget is the time itself
+                measured = ms / ref_ms * t.reference_ms if t.budget.speedup else ms
+                t.measured_ms.append(measured)
+                misses.append(measured / t.target_ms)
+            worst = max(misses)
+            binding_miss = misses[targets.index(binding)]
+            if worst <= 1 + OVER and binding_miss >= 1 - UNDER:
+                break
+            if attempt == MAX_CORRECTIONS:
+                ctx.ui.warn(
+                    f"prune: after {MAX_CORRECTIONS} corrections the budget is missed by {(worst - 1) * 100:+.1f}%"
+                )
+                break
+            factor = 1 / worst if worst > 1 + OVER else 1 / binding_miss
+            relative *= factor
+            message = (
+                f"prune: measured {worst if worst > 1 + OVER else binding_miss:.2f}x the budget; redoing the last "
+                f"step aiming {relative:.3f} of the reference (correction {attempt + 1} of {MAX_CORRECTIONS})"
+            )
+            ctx.ui.info(message)
+            corrections.append(message.removeprefix("prune: "))
+            model = copy.deepcopy(before_last)
+            widths, predicted = solver.step(model, relative)
+            model = _apply(model, widths, plan)
+            for t in targets:
+                t.predicted_ms.append(predicted[t.label])
+    finally:
+        meter.close()
+    ctx.note("latency_budgets", [_budget_note(t) for t in targets])
+    ctx.note(
+        "width_plan",
+        {root: [original.get(root), keep] for root, keep in widths.items() if keep != original.get(root)},
+    )
+    if corrections:
+        ctx.note("budget_corrections", corrections)
+    return model
+
+
+def _apply(model: Any, widths: dict[str, int], plan: Any) -> Any:
+    """`model` pruned in place to `widths` by the recipe's criterion."""
+    from edgecompress.stages.prune.torch_backend import out_channels
+
+    ratios = torch_widths.widths_pruner(model, widths, out_channels(model))
+    if ratios:
+        plan.apply(model, 0.0, widths=ratios)
+    return model
+
+
+def _finetune(model: Any, config: PruneConfig, ctx: RunContext, step: int) -> None:
+    from edgecompress.frameworks.base import FitOptions
+
+    data = ctx.recipe.data
+    options = FitOptions(
+        epochs=config.finetune_epochs,
+        lr=config.finetune_lr,
+        batch_size=data.batch_size,
+        teacher=ctx.teacher,
+        augment_shift=data.augment.shift,
+        augment_hflip=data.augment.hflip,
+        description=f"prune step {step + 1}: distill",
+    )
+    ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed + step, ui=ctx.ui)
+
+
+def _budget_note(t: Target) -> dict[str, Any]:
+    measured = t.measured_ms[-1] if t.measured_ms else None
+    return {
+        "target": t.label,
+        "budget": f"{t.budget.speedup}x" if t.budget.speedup else f"{t.budget.ms} ms",
+        "reference_ms": round(t.reference_ms, 4),
+        "target_ms": round(t.target_ms, 4),
+        "predicted_ms": round(t.predicted_ms[-1], 4) if t.predicted_ms else None,
+        "measured_ms": round(measured, 4) if measured is not None else None,
+        "measured_speedup": round(t.reference_ms / measured, 3) if measured else None,
+        "latency_model_scale": round(t.scale, 3),
+    }
+
+
+def plan_widths(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str, Any]:
+    """`edgecompress plan`: the widths one solve to the budgets gives for `model` as it is, and the
+    predicted latency of each budget's export, before any training (the reference is exported and timed)."""
+    from edgecompress.stages.prune.torch_backend import make_plan, out_channels
+
+    plan = make_plan(model, config, ctx)
+    targets = targets_of(config, ctx)
+    original = out_channels(model)
+    solver = Solver(plan, ctx, targets, original)
+    _references(model, targets, solver, ctx)
+    binding = min(targets, key=lambda t: t.relative)
+    widths, predicted = solver.step(copy.deepcopy(model), binding.relative)
+    for t in targets:
+        t.predicted_ms.append(predicted[t.label])
+    return {
+        "budgets": [_budget_note(t) for t in targets],
+        "widths": {root: [original.get(root), keep] for root, keep in widths.items()},
+    }

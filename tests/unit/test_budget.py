@@ -1,0 +1,121 @@
+"""Latency-budget pruning, the framework-neutral part: knapsack, plateau edges, sweeps and the schedule."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from edgecompress.stages.prune.budget import (
+    GroupChoice,
+    plateau_edges,
+    schedule,
+    solve,
+    solve_to_budget,
+    sweep_counts,
+)
+
+
+def _random_groups(rng: random.Random) -> list[GroupChoice]:
+    groups = []
+    for g in range(rng.randint(1, 4)):
+        n = rng.randint(1, 4)
+        groups.append(
+            GroupChoice(
+                f"g{g}",
+                tuple(sorted(rng.sample(range(1, 64), n))),
+                tuple(sorted(rng.uniform(0, 5) for _ in range(n))),
+                tuple(sorted(rng.uniform(0, 10) for _ in range(n))),
+            )
+        )
+    return groups
+
+
+def test_knapsack_matches_brute_force():
+    rng = random.Random(0)
+    for _ in range(200):
+        groups = _random_groups(rng)
+        need = rng.uniform(0, sum(g.costs[-1] - g.costs[0] for g in groups) * 1.2)
+        feasible = []
+        for combo in itertools.product(*(range(len(g.widths)) for g in groups)):
+            saved = sum(g.costs[-1] - g.costs[k] for g, k in zip(groups, combo, strict=True))
+            if saved >= need:
+                feasible.append(sum(g.values[k] for g, k in zip(groups, combo, strict=True)))
+        if not feasible:
+            with pytest.raises(ValueError):
+                solve(groups, need)
+            continue
+        widths = solve(groups, need, resolution=20000)
+        picked = [g.widths.index(widths[g.root]) for g in groups]
+        saved = sum(g.costs[-1] - g.costs[k] for g, k in zip(groups, picked, strict=True))
+        value = sum(g.values[k] for g, k in zip(groups, picked, strict=True))
+        assert saved >= need - 1e-9
+        assert value >= max(feasible) - 1e-3 * max(1.0, max(feasible))
+
+
+def test_no_saving_keeps_every_group_whole():
+    groups = [GroupChoice("a", (8, 16), (1.0, 2.0), (1.0, 3.0))]
+    assert solve(groups, 0.0) == {"a": 16}
+
+
+def test_knapsack_spends_cuts_where_they_cost_least_value():
+    # both groups save 1 ms by going narrow; b's narrow width loses far less importance
+    groups = [
+        GroupChoice("a", (8, 16), (1.0, 2.0), (1.0, 10.0)),
+        GroupChoice("b", (8, 16), (1.0, 2.0), (9.0, 10.0)),
+    ]
+    assert solve(groups, 1.0) == {"a": 16, "b": 8}
+    assert solve(groups, 2.0) == {"a": 8, "b": 8}
+
+
+def test_plateau_edges_keep_the_widest_count_of_each_step():
+    costs = {8: 1.0, 16: 1.01, 24: 1.5, 32: 1.52, 40: 2.0}
+    assert plateau_edges(costs) == [16, 32, 40]
+    # a wider count measured cheaper than a narrower edge makes that edge pointless
+    assert plateau_edges({8: 1.0, 16: 2.0, 24: 0.9}) == [24]
+
+
+def test_sweep_counts_are_tile_multiples_and_the_current_width():
+    assert sweep_counts(100) == [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 100]
+    wide = sweep_counts(300)
+    assert wide[-1] == 300 and all(c % 16 == 0 for c in wide if 256 <= c < 300)
+    assert sweep_counts(48, step=6) == [12, 24, 48]  # multiples of the group's step
+    assert sweep_counts(6) == [6]  # narrower than a tile: only itself
+    assert sweep_counts(64, floor=40)[0] == 40
+
+
+def test_schedule_is_geometric_and_ends_at_the_target():
+    assert schedule(10.0, 2.5, 2) == pytest.approx([5.0, 2.5])
+    assert schedule(4.0, 1.0, 1) == [1.0]
+    with pytest.raises(ValueError):
+        schedule(1.0, 0.5, 0)
+
+
+def test_solve_to_budget_corrects_a_non_additive_prediction():
+    """The knapsack adds savings; the whole model saves less (here 70% of the sum): the secant steps ask
+    for more until the prediction meets the budget."""
+    groups = [
+        GroupChoice(
+            f"g{i}",
+            tuple(range(8, 72, 8)),
+            tuple(0.1 * w / 8 for w in range(8, 72, 8)),
+            tuple(range(8, 72, 8)),
+        )
+        for i in range(6)
+    ]
+    current = sum(g.costs[-1] for g in groups)
+
+    def predict(widths: dict[str, int]) -> float:
+        saved = sum(g.costs[-1] - g.costs[g.widths.index(widths[g.root])] for g in groups)
+        return current - 0.7 * saved
+
+    widths, predicted = solve_to_budget(groups, current, 0.6 * current, predict)
+    assert predicted <= 0.6 * current * 1.01
+    assert predicted >= 0.6 * current * 0.9  # not needlessly far below
+    assert predict(widths) == predicted
+
+
+def test_solve_to_budget_already_within_budget_keeps_everything():
+    groups = [GroupChoice("a", (8, 16), (1.0, 2.0), (1.0, 3.0))]
+    assert solve_to_budget(groups, 2.0, 3.0, lambda w: 2.0) == ({"a": 16}, 2.0)
