@@ -32,6 +32,8 @@ class RunContext:
     #: Latency budgets (prune.latency): "<device>/<export>" -> (unpruned model measured ms, latency model's
     #: raw prediction), timed once per build, before training.
     budget_references: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The model as it entered a latency-budget prune stage: exported as the budgets' reference artifacts.
+    budget_unpruned: Any = None
 
     @property
     def framework(self) -> str:

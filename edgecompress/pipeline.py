@@ -25,7 +25,7 @@ from edgecompress.deployability import Deployability
 from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
 from edgecompress.errors import GateFailed, RecipeError
 from edgecompress.recipe import ExportSpec, Recipe, load_recipe
-from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES
+from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, import_object
 from edgecompress.report import ArtifactResult, CrossRuntime, GateResult, Report, Step
 from edgecompress.specs import DeviceProfile, load_device
 
@@ -63,6 +63,8 @@ def cross_runtime_agreement(exported: list[_Exported]) -> list[CrossRuntime]:
     out = []
     for i, a in enumerate(exported):
         for b in exported[i + 1 :]:
+            if "unpruned-reference" in (a.role, b.role):
+                continue  # another model
             if a.artifact.precision == b.artifact.precision and a.artifact.runtime != b.artifact.runtime:
                 agreement = float((a.logits.argmax(1) == b.logits.argmax(1)).mean())
                 out.append(CrossRuntime(a=a.artifact.name, b=b.artifact.name, agreement=agreement))
@@ -252,7 +254,31 @@ class _Build:
                     divergent_layers=divergent,
                 )
             )
+        exported += self._budget_references(ctx, threads)
         return exported
+
+    def _budget_references(self, ctx: Any, threads: int) -> list[_Exported]:
+        """The unpruned model exported as each latency budget's export, checked like the others (against
+        the torch model it was exported from) and profiled with them."""
+        from edgecompress.exporters.parity import compare_logits, run_artifact
+
+        backend = getattr(STAGES.get("prune"), "references", {}).get(ctx.framework)
+        if ctx.budget_unpruned is None or backend is None:
+            return []
+        out = []
+        for artifact, source in import_object(backend)(ctx, self.tmp):
+            self.ui.info(
+                f"[bold]export {artifact.name}[/bold] (the unpruned model: the latency budget's reference)"
+            )
+            reference = ctx.adapter.predict(source, ctx.data.test.x)
+            run = run_artifact(
+                artifact, ctx.data.test.x, num_outputs=reference.shape[1], threads=threads, ui=self.ui
+            )
+            parity = compare_logits(
+                run.logits, reference, ctx.data.test.y, execution_precision=run.execution_precision
+            )
+            out.append(_Exported(artifact, parity, run.logits, "unpruned-reference"))
+        return out
 
     def _exported_before(self, spec: ExportSpec, source: Any, models: _Models) -> Any:
         """The artifact of `spec` when the precision planner already exported the same thing for its race
@@ -382,9 +408,16 @@ class _Build:
         paths = {e.artifact.name: e.artifact.path for e in exported}
         out = []
         for a in artifacts:
-            if a.precision != "int8":
+            if a.precision != "int8" or a.role == "unpruned-reference":
                 continue
-            twin = next((f for f in artifacts if f.format == a.format and f.precision == "fp32"), None)
+            twin = next(
+                (
+                    f
+                    for f in artifacts
+                    if f.format == a.format and f.precision == "fp32" and f.role != "unpruned-reference"
+                ),
+                None,
+            )
             for device, m in a.measurements.items() if twin else []:
                 if device not in twin.measurements:
                     continue

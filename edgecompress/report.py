@@ -28,15 +28,21 @@ class Step(BaseModel):
     )
 
 
+#: How the artifacts table marks artifacts the recipe did not ask for.
+ROLE_LABELS = {"fp32-twin": " (fp32 twin)", "unpruned-reference": " (unpruned reference)"}
+
+
 class ArtifactResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
     format: str
     runtime: str
     precision: str
-    role: Literal["export", "fp32-twin"] = Field(
+    role: Literal["export", "fp32-twin", "unpruned-reference"] = Field(
         default="export",
-        description="'fp32-twin': an fp32 export the recipe did not ask for, made to measure its int8 speedup.",
+        description="'fp32-twin': an fp32 export the recipe did not ask for, made to measure its int8 speedup; "
+        "'unpruned-reference': the model before a latency-budget prune stage, exported as the budget's export "
+        "(the speedup the budget asks for is over it).",
     )
     files: list[str] = Field(description="Paths relative to the output directory.")
     size_bytes: int
@@ -175,7 +181,7 @@ class Report(BaseModel):
         ]
         for a in self.artifacts:
             out.append(
-                f"| {a.name}{' (fp32 twin)' if a.role != 'export' else ''} | {a.runtime} | {a.parity.execution_precision} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
+                f"| {a.name}{ROLE_LABELS.get(a.role, '')} | {a.runtime} | {a.parity.execution_precision} | {a.size_bytes / 1024:.1f} | {a.parity.accuracy:.4f} | "
                 f"{a.parity.agreement:.4f} | {a.parity.max_abs_diff:.2e} |"
             )
         for a in self.artifacts:
@@ -214,6 +220,16 @@ class Report(BaseModel):
                     f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f} | {m.load_ms:.1f} | {m.first_inference_ms:.2f} | "
                     f"{m.peak_rss_mb:.1f} | {energy} |"
                 )
+            for ref in (a for a in self.artifacts if a.role == "unpruned-reference"):
+                pruned = next((a for a in self.artifacts if f"{a.name}-unpruned" == ref.name), None)
+                for device, m in ref.measurements.items():
+                    if pruned is not None and device in pruned.measurements:
+                        ms = pruned.measurements[device].latency.p50_ms
+                        out.append(
+                            f"\nLatency budget on {device}/{pruned.name}: {m.latency.p50_ms / ms:.2f}x as fast as the "
+                            f"unpruned model's export ({ms:.3f} vs {m.latency.p50_ms:.3f} ms; the budget is in the "
+                            "prune step's notes)."
+                        )
             first = rows[0][2]
             out += [
                 "",

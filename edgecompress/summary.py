@@ -38,13 +38,17 @@ def summary_table(report: Report) -> Table:
             "",
             *["" for _ in devices],
         )
+    # a latency budget's reference artifact is the model as it entered the prune stage
+    prune = next((i for i, s in enumerate(report.steps) if s.stage_type == "prune"), 0)
+    unpruned = report.steps[max(prune - 1, 0)]
     for a in report.artifacts:
+        step = unpruned if a.role == "unpruned-reference" else final if a.precision == "int8" else float_step
         table.add_row(
             a.name,
             f"{a.parity.accuracy:.4f}",
             f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
-            f"{(final if a.precision == 'int8' else float_step).macs / 1e6:.2f}M",
-            f"{(final if a.precision == 'int8' else float_step).params:,}",
+            f"{step.macs / 1e6:.2f}M",
+            f"{step.params:,}",
             f"{a.size_bytes / 1024:.1f}",
             *[f"{a.measurements[d].latency.p50_ms:.3f}" if d in a.measurements else "—" for d in devices],
         )

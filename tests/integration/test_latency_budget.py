@@ -114,3 +114,31 @@ def test_plan_command_shows_widths_and_predictions(tmp_path, cache):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "prune to a latency budget" in proc.stdout
     assert "desktop/tflite-fp32" in proc.stdout and "channels kept per pruning group" in proc.stdout
+
+
+def test_build_exports_and_profiles_the_unpruned_reference(tmp_path, cache):
+    """The build exports the model as it entered the prune stage as the budget's reference artifact, checks
+    and profiles it with the others, and keeps it out of the cross-runtime and int8 comparisons."""
+    text = _recipe(tmp_path, "{export: tflite-fp32, speedup: 1.3}", steps=1).read_text()
+    text = text.replace("stages:\n", "stages:\n  - {type: train, epochs: 1}\n")
+    path = tmp_path / "build.yaml"
+    path.write_text(text + "profile: {rounds: 1, runs: 30, warmup_seconds: 0.1}\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", "build", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "EDGECOMPRESS_CACHE": str(cache)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    roles = {a["name"]: a["role"] for a in report["artifacts"]}
+    assert roles == {"tflite-fp32": "export", "tflite-fp32-unpruned": "unpruned-reference"}
+    reference = next(a for a in report["artifacts"] if a["role"] == "unpruned-reference")
+    assert reference["parity"]["agreement"] >= 0.99 and "desktop" in reference["measurements"]
+    assert (out / reference["files"][0]).is_file()
+    assert all("unpruned" not in c["a"] + c["b"] for c in report["cross_runtime"])
+    assert "Latency budget on desktop/tflite-fp32:" in (out / "report.md").read_text()

@@ -146,35 +146,43 @@ def solve_to_budget(
     budget_ms: float,
     predict: Callable[[dict[str, int]], float],
     *,
-    attempts: int = 6,
+    attempts: int = 10,
     tolerance: float = 0.01,
 ) -> tuple[dict[str, int], float]:
     """Widths whose whole-model prediction (`predict(widths)`, ms) meets `budget_ms`, from a model now
     predicted at `current_ms`. The knapsack's additive savings are a first guess; while the prediction
-    misses the budget, the saving asked for is scaled by the miss (secant steps on saving -> prediction),
-    at most `attempts` times; the last solution meeting the budget within `tolerance` is returned, or the
-    closest one."""
+    misses the budget, the saving asked for is rescaled by the miss (secant steps on saving -> prediction),
+    then bisected once a saving that meets the budget and one that does not are known; at most `attempts`
+    solves. Returns the meeting solution closest to the budget, or, if none meets it, the fastest one."""
     if budget_ms >= current_ms:
         widths = {g.root: g.current for g in groups}
         return widths, current_ms
     saving = current_ms - budget_ms
     tried: list[tuple[float, float, dict[str, int]]] = []  # (saving asked, predicted, widths)
+    short: float | None = None  # largest saving asked whose prediction is over the budget
+    enough: float | None = None  # smallest saving asked whose prediction meets it
     for _ in range(attempts):
         try:
             widths = solve(groups, saving)
         except ValueError:
             if not tried:
                 raise
-            break
+            enough = enough if enough is not None else saving  # past the floor: back off
+            saving = ((short or 0.0) + saving) / 2
+            continue
         predicted = predict(widths)
         tried.append((saving, predicted, widths))
-        if budget_ms * (1 - 3 * tolerance) <= predicted <= budget_ms * (1 + tolerance):
-            break
-        achieved = current_ms - predicted
-        if achieved <= 0:
-            saving *= 2
+        if predicted <= budget_ms * (1 + tolerance):
+            if predicted >= budget_ms * (1 - 3 * tolerance):
+                break
+            enough = saving if enough is None else min(enough, saving)
         else:
-            saving *= (current_ms - budget_ms) / achieved
+            short = saving if short is None else max(short, saving)
+        if short is not None and enough is not None:
+            saving = (short + enough) / 2
+        else:
+            achieved = current_ms - predicted
+            saving = saving * 2 if achieved <= 0 else saving * (current_ms - budget_ms) / achieved
     meeting = [t for t in tried if t[1] <= budget_ms * (1 + tolerance)]
     best = max(meeting, key=lambda t: t[1]) if meeting else min(tried, key=lambda t: t[1])
     return best[2], best[1]

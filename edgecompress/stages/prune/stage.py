@@ -168,5 +168,9 @@ class PruneStage(Stage):
             import_object(self.prechecks[ctx.framework])(model, self.config, ctx, index)
 
     prechecks: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:precheck"}
+    #: The unpruned model exported as each latency budget's reference artifact, after the stages.
+    references: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.prune.torch_budget:reference_artifacts"
+    }
     #: `edgecompress plan`: the width plan of a latency budget, without pruning.
     planners: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:plan_widths"}

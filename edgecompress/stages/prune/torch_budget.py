@@ -391,6 +391,7 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
     from edgecompress.stages.prune.torch_backend import out_channels
 
     unpruned = copy.deepcopy(model)
+    ctx.budget_unpruned = unpruned  # the build exports it as each budget's reference artifact
     targets = targets_of(config, ctx)
     original = out_channels(model)
     solver = Solver(plan, ctx, targets, original)
@@ -529,3 +530,43 @@ def plan_widths(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str, A
         "budgets": [_budget_note(t) for t in targets],
         "widths": {root: [original.get(root), keep] for root, keep in widths.items()},
     }
+
+
+def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any]]:
+    """The unpruned model exported as each budget's export (once per export), named `<export>-unpruned`:
+    (artifact, the torch model its parity is checked against). The build profiles them with its other
+    artifacts, so the report shows the speedup the budget asked for next to the one measured."""
+    from edgecompress.registry import EXPORTERS
+
+    model = ctx.budget_unpruned
+    if model is None:
+        return []
+    out = []
+    seen: set[str] = set()
+    for stage in ctx.recipe.stages:
+        for budget in getattr(stage, "latency", None) or []:
+            if budget.export in seen:
+                continue
+            seen.add(budget.export)
+            spec = next(e for e in ctx.recipe.export if e.artifact_name == budget.export)
+            precision = "int8" if spec.precision in ("int8", "auto") else "fp32"
+            meter = Meter(ctx)
+            saved = (ctx.ui, ctx.current_stage, ctx.quantization)
+            ctx.ui = UI(verbosity=0, console=ctx.ui.console)
+            ctx.current_stage = -999
+            try:
+                source = meter._int8(model) if precision == "int8" else model
+                named = spec.model_copy(
+                    update={
+                        "name": f"{spec.artifact_name}-unpruned",
+                        "plan": None,
+                        "device": None,
+                        "precision": precision,
+                    }
+                )
+                out.append((EXPORTERS.get(spec.format)().export(source, named, ctx, out_dir), source))
+            finally:
+                ctx.notes.pop(ctx.current_stage, None)
+                ctx.ui, ctx.current_stage, ctx.quantization = saved
+                meter.close()
+    return out
