@@ -40,10 +40,14 @@ class LatencyBudget(BaseModel):
 
 class PruneConfig(StageConfig):
     type: Literal["prune"] = "prune"
-    method: Literal["channel"] = Field(
+    method: Literal["channel", "precrop"] = Field(
         default="channel",
         description="channel: dependency-aware removal of output channels (Torch-Pruning DepGraph), "
-        "kept consistent across residual adds, concatenations, depthwise/grouped convs, BN and linear layers.",
+        "kept consistent across residual adds, concatenations, depthwise/grouped convs, BN and linear layers. "
+        "precrop: PreCropping (Cai et al. 2022): layer-wise densities from pruning-at-initialization scores "
+        "(criterion l1/l2 = magnitude, snip or synflow) thresholded globally, turned into per-group channel "
+        "keep ratios (log-space least squares) and scaled to the macs_target or params_target; for an "
+        "untrained model before train, or a trained one before distill.",
     )
     ratio: float | None = Field(
         default=None,
@@ -91,10 +95,12 @@ class PruneConfig(StageConfig):
     max_layer_ratio: float = Field(
         default=0.9, gt=0, lt=1, description="With global ranking, the most any one layer may lose."
     )
-    criterion: Literal["l1", "l2", "taylor", "bn_scale"] = Field(
+    criterion: Literal["l1", "l2", "taylor", "bn_scale", "snip", "synflow"] = Field(
         default="l1",
         description="Channel importance: l1/l2 weight magnitude, taylor (first-order, |w * grad| on training "
-        "batches), or bn_scale (|gamma| of the following BatchNorm, as in Network Slimming).",
+        "batches), or bn_scale (|gamma| of the following BatchNorm, as in Network Slimming). With method "
+        "precrop, the per-weight pruning-at-initialization score: l1/l2 (magnitude |w|), snip (|w * dL/dw| "
+        "on taylor_batches training batches) or synflow (data-free synaptic flow).",
     )
     round_to: int | Literal["auto"] | None = Field(
         default=None,
@@ -124,6 +130,25 @@ class PruneConfig(StageConfig):
     def _one_target(self) -> PruneConfig:
         if isinstance(self.round_to, int) and self.round_to < 1:
             raise ValueError(f"round_to must be at least 1 or 'auto' (got {self.round_to})")
+        if self.criterion in ("snip", "synflow") and self.method != "precrop":
+            raise ValueError(
+                f"criterion {self.criterion} scores single weights at initialization: it needs method: precrop "
+                "(method channel ranks channels by l1, l2, taylor or bn_scale)"
+            )
+        if self.method == "precrop":
+            if self.ratio is not None or self.latency or self.layer_ratios:
+                raise ValueError(
+                    "method precrop chooses every layer's ratio from its scores: give a macs_target or a "
+                    "params_target, not ratio, latency or layer_ratios"
+                )
+            if self.macs_target is None and self.params_target is None:
+                raise ValueError("method precrop needs a macs_target or a params_target")
+            if self.criterion not in ("l1", "l2", "snip", "synflow"):
+                raise ValueError(
+                    f"method precrop scores weights by l1/l2 (magnitude), snip or synflow, not {self.criterion}"
+                )
+            if self.global_ranking:
+                raise ValueError("method precrop ranks weights globally itself: drop global_ranking")
         given = [k for k in ("ratio", "macs_target", "params_target") if getattr(self, k) is not None]
         if self.latency:
             given.append("latency")
@@ -153,6 +178,7 @@ class PruneStage(Stage):
     - {type: prune, ratio: 0.5, criterion: taylor, round_to: auto}   # widths the target runtimes like
     - {type: prune, criterion: taylor, latency: {export: tflite-int8, speedup: 2.5}, iterative_steps: 3,
        finetune_epochs: 2}                                            # a budget measured on the device
+    - {type: prune, method: precrop, criterion: synflow, macs_target: 0.3}  # PreCropping, before train
     ```
     """
 

@@ -47,7 +47,12 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     channels_before = out_channels(model)
     unpruned = copy.deepcopy(model) if config.round_to == "auto" else None
     target = config.macs_target or config.params_target
-    if target is not None:
+    if config.method == "precrop":
+        from edgecompress.stages.prune.torch_precrop import precrop
+
+        ratio = None
+        model = precrop(model, config, ctx, plan)
+    elif target is not None:
         measure = (
             (lambda m: count_macs(m, shape) / macs_before)
             if config.macs_target
@@ -79,7 +84,8 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         )
     ctx.note("criterion", config.criterion)
     ctx.note("global_ranking", config.global_ranking)
-    ctx.note("ratio", round(ratio, 4) if ratio is not None else "per group (latency budget)")
+    per_group = "precrop" if config.method == "precrop" else "latency budget"
+    ctx.note("ratio", round(ratio, 4) if ratio is not None else f"per group ({per_group})")
     ctx.note("ignored", ignored)
     ctx.note("params_before", params_before)
     ctx.note("params_after", params_after)
@@ -91,7 +97,7 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     # Layers that kept their width although not ignored: coupled to an ignored layer, too narrow for
     # round_to, or in a group Torch-Pruning skipped (it never empties one side of a concatenation).
     ctx.note("unchanged", unchanged)
-    how = f"ratio {ratio:.3f}" if ratio is not None else "latency budget"
+    how = f"ratio {ratio:.3f}" if ratio is not None else per_group
     ctx.ui.info(
         f"prune: {how}, MACs {macs_before:,} -> {macs_after:,} ({macs_after / max(macs_before, 1):.1%}), "
         f"params {params_before:,} -> {params_after:,}, {len(changed)} layers narrowed"
