@@ -1,4 +1,4 @@
-"""Datasets as numpy arrays: built-in digits, an image folder, an .npz, or a python entry.
+"""Datasets as numpy arrays: built-in digits (plain or deformed), an image folder, an .npz, a python entry.
 
 Everything becomes float32 images scaled to [0, 1], resized to `image_size`, normalised as the recipe
 says, in the recipe's layout (NCHW or NHWC), with int64 labels, split train/val/test with a fixed seed
@@ -164,6 +164,13 @@ def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
     if spec.dataset == "digits":
         x, y, names = _digits()
         pixel_scale = "pixels / 16 (scikit-learn digits are 0..16)"
+    elif spec.dataset == "digits-deformed":
+        from edgecompress.datasets_deformed import digits_deformed
+
+        preset = digits_deformed(spec)
+        x, y = preset["train"]
+        names = [str(i) for i in range(10)]
+        pixel_scale = "pixels / 255 (digits-deformed images are generated in [0, 1] and stored as 8 bits)"
     elif spec.dataset == "folder":
         x, y, names = _folder(resolve_path(spec.path or "", recipe_path), spec.channels, spec.image_size)
     elif spec.dataset == "npz":
@@ -182,7 +189,8 @@ def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:
         names = None
     else:
         raise RecipeError(
-            f"data.dataset: unknown dataset '{spec.dataset}'; use digits, folder, npz or 'file.py:function'"
+            f"data.dataset: unknown dataset '{spec.dataset}'; use digits, digits-deformed, folder, npz or "
+            "'file.py:function'"
         )
     if len(y) == 0 or len(x) != len(y):
         raise RecipeError(
