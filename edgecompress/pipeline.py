@@ -179,10 +179,8 @@ class _Build:
         reference = steps[0].name
         float_model = model
         for i, config in enumerate(self.recipe.stages):  # input errors found before any training
-            stage = STAGES.get(config.type)(config)
-            if hasattr(stage, "precheck"):
-                ctx.current_stage = i
-                stage.precheck(model, ctx, i)
+            ctx.current_stage = i
+            STAGES.get(config.type)(config).precheck(model, ctx, i)
         for i, config in enumerate(self.recipe.stages):
             stage = STAGES.get(config.type)(config)
             if stage.compresses and ctx.teacher is None:

@@ -165,6 +165,7 @@ class Planner:
         self._unraced_plans: dict[str, PrecisionPlan] = {}
         self._races: dict[str, dict[str, tuple[float, list[float]]]] = {}
         self._race_pools: dict[str, dict[str, dict[str, str] | None]] = {}
+        self._placement: dict[str, str] | None = None
 
     def close(self) -> None:
         """Remove the race's artifacts."""
@@ -416,7 +417,9 @@ class Planner:
         """The whole models a plan races: itself, all-int8, NNCF's placement on OpenVINO, fp32 for auto."""
         contenders: dict[str, dict[str, str] | None] = {"plan": plan.ops, "all-int8": {}}
         if plan.runtime == "openvino":
-            placement = self.backend.openvino_placement(self.quantized)
+            if self._placement is None:  # NNCF's placement depends on the graph only
+                self._placement = self.backend.openvino_placement(self.quantized)
+            placement = self._placement
             contenders["openvino-placement"] = {
                 **placement,
                 **{n: f for n, f in plan.ops.items() if f == "float"},

@@ -354,41 +354,47 @@ class _NestedError(Exception):
 def _check_latency_budgets(recipe: Recipe, recipe_path: Path, fail: Any) -> None:
     """prune.latency: each budget's export and device exist and its runtime can be measured here, checked
     before any training (a budget found wrong after an hour of training is an hour lost)."""
+    budgets = [
+        (i, j, b)
+        for i, s in enumerate(recipe.stages)
+        for j, b in enumerate(getattr(s, "latency", None) or [])
+    ]
+    if not budgets:
+        return
     from edgecompress.registry import EXPORTERS
     from edgecompress.runtimes.sessions import runtime_version
     from edgecompress.specs import load_device
 
     exports = {e.artifact_name: e for e in recipe.export}
-    for i, stage in enumerate(recipe.stages):
-        for j, budget in enumerate(getattr(stage, "latency", None) or []):
-            where = ("stages", i, "latency", j)
-            spec = exports.get(budget.export)
-            if spec is None:
-                raise fail(
-                    (*where, "export"),
-                    f"'{budget.export}' is not one of the recipe's exports ({', '.join(exports) or 'none'})"
-                    f"{did_you_mean(budget.export, list(exports))}",
-                )
-            device = budget.device or spec.device or (recipe.devices[0] if recipe.devices else None)
-            if device is None or device not in recipe.devices:
-                raise fail(
-                    (*where, "device"),
-                    f"'{device}' is not one of the recipe's devices ({', '.join(recipe.devices) or 'none'})",
-                )
-            profile = load_device(device, base_dir=recipe_path.parent)
-            runtime = EXPORTERS.get(spec.format).runtime
-            if profile.connection.runner != "local":
-                raise fail(
-                    (*where, "device"),
-                    f"{device} is measured through its '{profile.connection.runner}' runner, which latency "
-                    "budgets cannot use yet; give a local device",
-                )
-            if runtime_version(runtime) is None:
-                raise fail(
-                    (*where, "export"),
-                    f"no latency model of {device}/{runtime} and no way to measure one: {runtime} is not "
-                    "installed here (pip install 'edgecompress[all]')",
-                )
+    for i, j, budget in budgets:
+        where = ("stages", i, "latency", j)
+        spec = exports.get(budget.export)
+        if spec is None:
+            raise fail(
+                (*where, "export"),
+                f"'{budget.export}' is not one of the recipe's exports ({', '.join(exports) or 'none'})"
+                f"{did_you_mean(budget.export, list(exports))}",
+            )
+        device = budget.device or spec.device or (recipe.devices[0] if recipe.devices else None)
+        if device is None or device not in recipe.devices:
+            raise fail(
+                (*where, "device"),
+                f"'{device}' is not one of the recipe's devices ({', '.join(recipe.devices) or 'none'})",
+            )
+        profile = load_device(device, base_dir=recipe_path.parent)
+        runtime = EXPORTERS.get(spec.format).runtime
+        if profile.connection.runner != "local":
+            raise fail(
+                (*where, "device"),
+                f"{device} is measured through its '{profile.connection.runner}' runner, which latency "
+                "budgets cannot use yet; give a local device",
+            )
+        if runtime_version(runtime) is None:
+            raise fail(
+                (*where, "export"),
+                f"no latency model of {device}/{runtime} and no way to measure one: {runtime} is not "
+                "installed here (pip install 'edgecompress[all]')",
+            )
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -1,4 +1,4 @@
-"""Shared test helpers: paths and a recipe-writing fixture."""
+"""Shared test helpers: paths, a minimal recipe, recipe-writing and RunContext fixtures."""
 
 from __future__ import annotations
 
@@ -20,3 +20,60 @@ def write_recipe(tmp_path: Path):
         return path
 
     return _write
+
+
+#: The smallest valid recipe: tiny_cnn on 16x16 digits. Tests append stages, exports, devices.
+BASE_RECIPE = f"""\
+name: t
+model:
+  source: {EXAMPLES}:tiny_cnn
+  input_shape: [1, 1, 16, 16]
+data: {{dataset: digits, image_size: [16, 16]}}
+"""
+
+
+def recipe_error(text: str) -> str:
+    """The RecipeError message parsing `text` (as r.yaml) raises; fails the test when it parses."""
+    import textwrap
+
+    from edgecompress.errors import RecipeError
+    from edgecompress.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(textwrap.dedent(text), source="r.yaml")
+    return str(info.value)
+
+
+@pytest.fixture(scope="session")
+def digits16():
+    """scikit-learn's digits at 16x16, 1 channel (ships with scikit-learn), loaded once."""
+    from edgecompress.data import load_data
+    from edgecompress.recipe import parse_recipe
+
+    recipe = parse_recipe(BASE_RECIPE)
+    return load_data(recipe.data, Path("recipe.yaml"), seed=0)
+
+
+@pytest.fixture
+def make_ctx(digits16, tmp_path):
+    """RunContext for a torch model from examples/models.py (function name and kwargs) on 16x16 digits."""
+    from edgecompress.console import UI
+    from edgecompress.context import RunContext
+    from edgecompress.frameworks.torch import TorchAdapter
+    from edgecompress.recipe import parse_recipe
+
+    def _make(function: str = "tiny_cnn", **kwargs) -> RunContext:
+        text = (
+            f"name: t\nmodel: {{source: '{EXAMPLES}:{function}', input_shape: [1, 1, 16, 16], "
+            f"kwargs: {kwargs or {}}}}\ndata: {{image_size: [16, 16], batch_size: 32}}\n"
+        )
+        return RunContext(
+            recipe=parse_recipe(text),
+            recipe_path=tmp_path / "recipe.yaml",
+            workdir=tmp_path,
+            adapter=TorchAdapter(),
+            data=digits16,
+            ui=UI(verbosity=0),
+        )
+
+    return _make

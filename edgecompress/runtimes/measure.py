@@ -79,10 +79,6 @@ def _load_sibling(name: str):
     return module
 
 
-def _load_sessions():
-    return _load_sibling("sessions")
-
-
 _op_profiles = _load_sibling("op_profiles")
 aggregate_litert = _op_profiles.aggregate_litert
 aggregate_openvino = _op_profiles.aggregate_openvino
@@ -204,7 +200,7 @@ def op_profile(
     """The runtime's own per-op profile of `model` over `runs` inferences (after `warmup_runs`), in this
     process; see the module docstring. Never invents a time: LiteRT without its profiler gives the op
     inventory with "timed": false."""
-    sessions = _load_sessions()
+    sessions = _load_sibling("sessions")
     if runtime == "openvino":
         session = sessions.open_session(
             runtime, model, threads=threads, inference_precision=inference_precision, perf_count=True
@@ -304,7 +300,7 @@ def measure(
     inference_precision: str | None = None,
     seed: int = 0,
 ) -> dict[str, object]:
-    sessions = _load_sessions()
+    sessions = _load_sibling("sessions")
     # Import the runtime before the baseline, so the baseline is "runtime loaded, model not yet".
     if runtime == "openvino":
         import openvino  # noqa: F401
@@ -389,7 +385,7 @@ def measure_batch(
     "load_ms", "error"}...], "runtime_versions", "cpu_model", "isa_flags", "threads"}; a model that fails
     to load or run gets its "error" and no times, and the others go on.
     """
-    sessions = _load_sessions()
+    sessions = _load_sibling("sessions")
     opened: list[object | None] = []
     results: list[dict[str, object]] = []
     versions: dict[str, str] = {}

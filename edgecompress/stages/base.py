@@ -33,6 +33,9 @@ class Stage:
     def __init__(self, config: StageConfig) -> None:
         self.config = config
 
+    def precheck(self, model: Any, ctx: RunContext, index: int) -> None:
+        """Before any stage runs: input errors found only with the model in hand (RecipeError). None here."""
+
     def apply(self, model: Any, ctx: RunContext) -> Any:
         """Run the stage through the backend for the model's framework; return the new model."""
         from edgecompress.registry import resolve_backend

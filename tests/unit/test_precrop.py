@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -12,17 +9,12 @@ pytest.importorskip("torch_pruning")
 pytest.importorskip("scipy")
 nn = torch.nn
 
-from edgecompress.console import UI  # noqa: E402
 from edgecompress.context import RunContext  # noqa: E402
-from edgecompress.data import DataBundle, load_data  # noqa: E402
-from edgecompress.errors import RecipeError  # noqa: E402
-from edgecompress.frameworks.torch import TorchAdapter  # noqa: E402
-from edgecompress.recipe import parse_recipe  # noqa: E402
 from edgecompress.stages.prune.stage import PruneConfig  # noqa: E402
 from edgecompress.stages.prune.torch_backend import make_plan, prune  # noqa: E402
 from edgecompress.stages.prune.torch_precrop import pai_scores  # noqa: E402
+from tests.conftest import BASE_RECIPE, recipe_error  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models.py"
 SHAPE = [1, 1, 16, 16]
 
 
@@ -31,33 +23,8 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    recipe = parse_recipe(
-        f"name: t\nmodel: {{source: {EXAMPLES}:tiny_cnn, input_shape: {SHAPE}}}\ndata: {{image_size: [16, 16]}}\n"
-    )
-    return load_data(recipe.data, Path("recipe.yaml"), seed=0)
-
-
-@pytest.fixture
-def make_ctx(digits, tmp_path):
-    def _make(function: str = "quickstart_cnn", **kwargs) -> RunContext:
-        kwargs = kwargs or ({"width": 16} if function == "quickstart_cnn" else {})
-        text = (
-            f"name: t\nmodel: {{source: '{EXAMPLES}:{function}', input_shape: {SHAPE}, "
-            f"kwargs: {kwargs}}}\ndata: {{image_size: [16, 16], batch_size: 32}}\n"
-        )
-        recipe = parse_recipe(text)
-        return RunContext(
-            recipe=recipe,
-            recipe_path=tmp_path / "recipe.yaml",
-            workdir=tmp_path,
-            adapter=TorchAdapter(),
-            data=digits,
-            ui=UI(verbosity=0),
-        )
-
-    return _make
+#: The model most tests crop: quickstart_cnn at width 16 (residual adds, a concat, a depthwise conv).
+QUICKSTART = {"function": "quickstart_cnn", "width": 16}
 
 
 def load(ctx: RunContext):
@@ -70,7 +37,7 @@ def notes(ctx: RunContext) -> dict:
 
 @pytest.mark.parametrize("criterion", ["l1", "snip", "synflow"])
 def test_each_criterion_meets_the_macs_target(make_ctx, criterion):
-    ctx = make_ctx()
+    ctx = make_ctx(**QUICKSTART)
     model = prune(load(ctx), PruneConfig(method="precrop", criterion=criterion, macs_target=0.4), ctx)
     n = notes(ctx)
     assert 0.4 - 0.03 <= n["macs_kept"] <= 0.4
@@ -90,7 +57,7 @@ def test_each_criterion_meets_the_macs_target(make_ctx, criterion):
 
 
 def test_params_target(make_ctx):
-    ctx = make_ctx()
+    ctx = make_ctx(**QUICKSTART)
     model = prune(load(ctx), PruneConfig(method="precrop", params_target=0.35), ctx)
     assert 0.35 - 0.03 <= notes(ctx)["params_kept"] <= 0.35
     assert notes(ctx)["precrop"]["target"] == {"params": 0.35}
@@ -109,7 +76,7 @@ def test_depthwise_grouped_concat_and_se(make_ctx):
 
 
 def test_integer_round_to(make_ctx):
-    ctx = make_ctx()
+    ctx = make_ctx(**QUICKSTART)
     model = prune(load(ctx), PruneConfig(method="precrop", macs_target=0.4, round_to=4), ctx)
     assert notes(ctx)["macs_kept"] <= 0.4
     for root, g in notes(ctx)["precrop"]["groups"].items():
@@ -125,7 +92,7 @@ def test_magnitude_keeps_more_channels_where_weights_are_larger(make_ctx):
     density the scaling lowers, and a group's width is the compromise of both layers' densities."""
 
     def width(scale: float) -> int:
-        ctx = make_ctx()
+        ctx = make_ctx(**QUICKSTART)
         torch.manual_seed(0)
         model = load(ctx)
         with torch.no_grad():
@@ -140,7 +107,7 @@ def test_magnitude_keeps_more_channels_where_weights_are_larger(make_ctx):
 
 
 def test_scores_leave_the_model_as_it_was(make_ctx):
-    ctx = make_ctx()
+    ctx = make_ctx(**QUICKSTART)
     model = load(ctx)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):  # negative entries that |.| would change if left applied
@@ -159,7 +126,7 @@ def test_scores_leave_the_model_as_it_was(make_ctx):
 
 
 def test_synflow_is_data_free_and_differs_from_magnitude(make_ctx):
-    ctx = make_ctx()
+    ctx = make_ctx(**QUICKSTART)
     model = load(ctx)
     plan = make_plan(model, PruneConfig(method="precrop", macs_target=0.5), ctx)
     synflow = pai_scores(model, "synflow", ctx, plan)
@@ -168,21 +135,6 @@ def test_synflow_is_data_free_and_differs_from_magnitude(make_ctx):
     assert not torch.allclose(
         synflow["stem.0"] / synflow["stem.0"].sum(), magnitude["stem.0"] / magnitude["stem.0"].sum()
     )
-
-
-BASE = f"""\
-name: t
-model:
-  source: {EXAMPLES}:tiny_cnn
-  input_shape: [1, 1, 16, 16]
-data: {{dataset: digits, image_size: [16, 16]}}
-"""
-
-
-def _error(text: str) -> str:
-    with pytest.raises(RecipeError) as info:
-        parse_recipe(textwrap.dedent(text), source="r.yaml")
-    return str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +153,7 @@ def _error(text: str) -> str:
     ],
 )
 def test_recipe_validation(stage, message):
-    assert message in _error(BASE + f"stages:\n  - {stage}\n")
+    assert message in recipe_error(BASE_RECIPE + f"stages:\n  - {stage}\n")
 
 
 def test_valid_precrop_recipe():

@@ -10,53 +10,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 nn = torch.nn
 
-from edgecompress.console import UI  # noqa: E402
 from edgecompress.context import RunContext  # noqa: E402
-from edgecompress.data import DataBundle, load_data  # noqa: E402
 from edgecompress.errors import ModelError, RecipeError  # noqa: E402
 from edgecompress.frameworks.base import FitOptions  # noqa: E402
-from edgecompress.frameworks.torch import TorchAdapter  # noqa: E402
-from edgecompress.recipe import ModelSpec, parse_recipe  # noqa: E402
+from edgecompress.recipe import ModelSpec  # noqa: E402
 from edgecompress.stages.prune.stage import PruneConfig  # noqa: E402
 from edgecompress.stages.prune.torch_backend import prune  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models.py"
 SHAPE = [1, 1, 16, 16]
 
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    recipe = parse_recipe(
-        f"name: t\nmodel: {{source: {EXAMPLES}:tiny_cnn, input_shape: {SHAPE}}}\ndata: {{image_size: [16, 16]}}\n"
-    )
-    return load_data(recipe.data, Path("recipe.yaml"), seed=0)
-
-
-@pytest.fixture
-def make_ctx(digits, tmp_path):
-    """RunContext for a model from examples/models.py (function name and kwargs)."""
-
-    def _make(function: str = "tiny_cnn", **kwargs) -> RunContext:
-        text = (
-            f"name: t\nmodel: {{source: '{EXAMPLES}:{function}', input_shape: {SHAPE}, kwargs: {kwargs or {}}}}\n"
-            "data: {image_size: [16, 16], batch_size: 32}\n"
-        )
-        recipe = parse_recipe(text)
-        return RunContext(
-            recipe=recipe,
-            recipe_path=tmp_path / "recipe.yaml",
-            workdir=tmp_path,
-            adapter=TorchAdapter(),
-            data=digits,
-            ui=UI(verbosity=0),
-        )
-
-    return _make
 
 
 def load(ctx: RunContext):

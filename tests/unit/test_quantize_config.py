@@ -9,15 +9,9 @@ from edgecompress.errors import RecipeError
 from edgecompress.recipe import load_recipe, parse_recipe
 from edgecompress.registry import STAGES
 from edgecompress.stages.quantize.stage import QuantizeConfig, QuantizeStage
-from tests.conftest import EXAMPLES
+from tests.conftest import BASE_RECIPE, EXAMPLES
 
-BASE = f"""\
-name: t
-model:
-  source: {EXAMPLES}:tiny_cnn
-  input_shape: [1, 1, 16, 16]
-data: {{dataset: digits, image_size: [16, 16]}}
-"""
+BASE = BASE_RECIPE
 
 
 def test_registry_and_defaults():

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
 
 from edgecompress.errors import RecipeError
 from edgecompress.recipe import load_recipe, parse_recipe
 from edgecompress.stages.prune.stage import PruneConfig
-from tests.conftest import EXAMPLES
+from tests.conftest import BASE_RECIPE, EXAMPLES, recipe_error
 
-BASE = f"""\
-name: t
-model:
-  source: {EXAMPLES}:tiny_cnn
-  input_shape: [1, 1, 16, 16]
-data: {{dataset: digits, image_size: [16, 16]}}
-"""
+BASE = BASE_RECIPE
 
 
-def _error(text: str) -> str:
-    with pytest.raises(RecipeError) as info:
-        parse_recipe(textwrap.dedent(text), source="r.yaml")
-    return str(info.value)
+_error = recipe_error
 
 
 def test_minimal_recipe_gets_defaults():

@@ -187,7 +187,7 @@ class PruneStage(Stage):
     backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_backend:prune"}
 
     def precheck(self, model: Any, ctx: Any, index: int) -> None:
-        """Before any stage runs: a latency budget the model cannot reach is a recipe error (exit 2)."""
+        """A latency budget the model cannot reach is a recipe error (exit 2), before any training."""
         from edgecompress.registry import import_object
 
         if self.config.latency:

@@ -85,20 +85,17 @@ class Target:
 def targets_of(config: PruneConfig, ctx: RunContext) -> list[Target]:
     """The recipe's budgets with their exports, devices and latency models (validated at recipe load)."""
     from edgecompress.latency.model import LatencyModel
-    from edgecompress.registry import EXPORTERS
-    from edgecompress.specs import load_device
 
     exports = {e.artifact_name: e for e in ctx.recipe.export}
     out = []
     for b in config.latency:
         spec = exports[b.export]
-        name = b.device or spec.device or ctx.recipe.devices[0]
-        device = load_device(name, base_dir=ctx.recipe_path.parent)
-        runtime = EXPORTERS.get(spec.format).runtime
-        threads = ctx.recipe.profile.threads or device.threads
-        model = LatencyModel(device, runtime, threads=threads, ui=ctx.ui, recalibrate=ctx.recalibrate)
-        precision = "int8" if spec.precision in ("int8", "auto") else "fp32"
-        out.append(Target(b, spec, runtime, precision, device, threads, model))
+        where = torch_widths.export_target(spec, ctx, b.device)
+        threads = ctx.recipe.profile.threads or where.device.threads
+        model = LatencyModel(
+            where.device, where.runtime, threads=threads, ui=ctx.ui, recalibrate=ctx.recalibrate
+        )
+        out.append(Target(b, spec, where.runtime, where.precision, where.device, threads, model))
     return out
 
 
@@ -115,24 +112,23 @@ class Meter:
 
     def artifact(self, model: Any, target: Target) -> Any:
         """`model` (float) exported in `target`'s format: fp32, or all-int8 after a quick PTQ."""
+        self.count += 1
+        name, folder = f"budget-{self.count}", self.workdir / str(self.count)
+        return self.export(model, target.spec, target.precision, name, folder)[0]
+
+    def export(self, model: Any, spec: Any, precision: str, name: str, out_dir: Path) -> tuple[Any, Any]:
+        """`model` exported as `spec` at `precision` under `name` into `out_dir`, quietly, its notes (of the
+        PTQ) dropped: (artifact, the torch model it was lowered from)."""
         from edgecompress.registry import EXPORTERS
 
         ctx = self.ctx
-        self.count += 1
-        spec = target.spec.model_copy(
-            update={
-                "name": f"budget-{self.count}",
-                "plan": None,
-                "device": None,
-                "precision": target.precision,
-            }
-        )
+        spec = spec.model_copy(update={"name": name, "plan": None, "device": None, "precision": precision})
         saved = (ctx.ui, ctx.current_stage, ctx.quantization)
         ctx.ui = UI(verbosity=0, console=ctx.ui.console)
         ctx.current_stage = -1000 - self.count  # notes of this export go to a scratch stage, dropped below
         try:
-            source = self._int8(model) if target.precision == "int8" else model
-            return EXPORTERS.get(spec.format)().export(source, spec, ctx, self.workdir / str(self.count))
+            source = self._int8(model) if precision == "int8" else model
+            return EXPORTERS.get(spec.format)().export(source, spec, ctx, out_dir), source
         finally:
             ctx.notes.pop(ctx.current_stage, None)
             ctx.ui, ctx.current_stage, ctx.quantization = saved
@@ -246,19 +242,14 @@ class Solver:
         for layer in self.layers(model):
             if layer.kind in ("conv", "linear"):
                 by_name.setdefault(layer.module, []).append(layer)
-        sweeps = {g.root: self._sweep(g) for g in groups}
-        graphs: list[Any] = []
-        for g in groups:
-            for count in sweeps[g.root]:
-                graphs += self._group_graphs(g, count, by_name, binding.precision)
-        times = iter(binding.model.latencies(graphs, what="channel counts"))
-        overhead = binding.model.overhead_ms(binding.precision)
+        measured = torch_widths.group_costs(
+            binding.model, {g: self._sweep(g) for g in groups}, by_name, binding.precision
+        )
         out = []
         for g in groups:
-            costs = {}
-            for count in sweeps[g.root]:
-                n = len(self._group_graphs(g, count, by_name, binding.precision))
-                costs[count] = sum(max(next(times) - overhead, 0.0) for _ in range(n)) * binding.scale
+            if g.root not in measured:
+                continue
+            costs = {count: ms * binding.scale for count, ms in measured[g.root].items()}
             ranked = np.sort(scores.get(g.root, np.ones(g.channels)))[::-1]
             if len(ranked) != g.channels:  # a group the importance could not score: keep it whole
                 continue
@@ -275,21 +266,6 @@ class Solver:
                 )
             )
         return out
-
-    @staticmethod
-    def _group_graphs(g: Any, count: int, by_name: dict[str, list[Any]], precision: str) -> list[Any]:
-        return [
-            *(
-                torch_widths.resized(op, out=count).graph(precision)
-                for n in g.producers
-                for op in by_name.get(n, [])
-            ),
-            *(
-                torch_widths.resized(op, inp=count).graph(precision)
-                for n in g.consumers
-                for op in by_name.get(n, [])
-            ),
-        ]
 
     # -- one step -------------------------------------------------------------------------------------------
     def step(self, model: Any, relative: float) -> tuple[dict[str, int], dict[str, float]]:
@@ -536,37 +512,18 @@ def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any]]
     """The unpruned model exported as each budget's export (once per export), named `<export>-unpruned`:
     (artifact, the torch model its parity is checked against). The build profiles them with its other
     artifacts, so the report shows the speedup the budget asked for next to the one measured."""
-    from edgecompress.registry import EXPORTERS
-
     model = ctx.budget_unpruned
     if model is None:
         return []
+    meter = Meter(ctx)
     out = []
-    seen: set[str] = set()
-    for stage in ctx.recipe.stages:
-        for budget in getattr(stage, "latency", None) or []:
-            if budget.export in seen:
-                continue
-            seen.add(budget.export)
-            spec = next(e for e in ctx.recipe.export if e.artifact_name == budget.export)
-            precision = "int8" if spec.precision in ("int8", "auto") else "fp32"
-            meter = Meter(ctx)
-            saved = (ctx.ui, ctx.current_stage, ctx.quantization)
-            ctx.ui = UI(verbosity=0, console=ctx.ui.console)
-            ctx.current_stage = -999
-            try:
-                source = meter._int8(model) if precision == "int8" else model
-                named = spec.model_copy(
-                    update={
-                        "name": f"{spec.artifact_name}-unpruned",
-                        "plan": None,
-                        "device": None,
-                        "precision": precision,
-                    }
-                )
-                out.append((EXPORTERS.get(spec.format)().export(source, named, ctx, out_dir), source))
-            finally:
-                ctx.notes.pop(ctx.current_stage, None)
-                ctx.ui, ctx.current_stage, ctx.quantization = saved
-                meter.close()
+    try:
+        for export in dict.fromkeys(
+            b.export for stage in ctx.recipe.stages for b in getattr(stage, "latency", None) or []
+        ):
+            spec = next(e for e in ctx.recipe.export if e.artifact_name == export)
+            precision = torch_widths.export_target(spec, ctx).precision
+            out.append(meter.export(model, spec, precision, f"{export}-unpruned", out_dir))
+    finally:
+        meter.close()
     return out

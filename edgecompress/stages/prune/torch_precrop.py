@@ -42,6 +42,7 @@ import numpy as np
 
 from edgecompress.errors import ModelError
 from edgecompress.frameworks.torch import count_macs, count_params
+from edgecompress.stages.prune import torch_widths
 from edgecompress.stages.prune.torch_backend import TARGET_TOLERANCE, TARGET_WARNING, out_channels
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
     density = layer_density(scores, target)
     modules = dict(model.named_modules())
     ignored = [modules[n] for n in plan.ignored if n in modules]
-    groups = coupled_groups(model, torch.zeros(shape), ignored)
+    groups = torch_widths.pruning_groups(model, torch.zeros(shape), ignored)
     if not groups:
         raise ModelError("prune: precrop found no prunable channel group (every layer ignored?)")
     keep = keep_ratios(model, groups, density)
@@ -214,50 +215,7 @@ def layer_density(scores: dict[str, Any], density: float) -> dict[str, float]:
     return {n: float((s >= threshold).double().mean()) for n, s in scores.items()}
 
 
-class _Group:
-    """A Torch-Pruning group: its root, width, channel multiple, and its layers by role (unfiltered)."""
-
-    def __init__(self, root: str, channels: int, step: int) -> None:
-        self.root, self.channels, self.step = root, channels, step
-        self.producers: list[str] = []
-        self.consumers: list[str] = []
-
-
-def coupled_groups(model: Any, example: Any, ignored: list[Any]) -> list[_Group]:
-    """The model's pruning groups with both roles of each layer kept (a conv in a concatenation can read and
-    write the same group; `torch_widths.pruning_groups` lists it as a producer only)."""
-    import torch_pruning as tp
-    from torch import nn
-
-    try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    except Exception as exc:
-        raise ModelError(f"prune: Torch-Pruning could not trace the model's dependency graph: {exc}") from exc
-    finally:
-        model.eval()
-    names = {m: n for n, m in model.named_modules()}
-    groups = []
-    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        root = group[0].dep.target.module
-        channels = dg.get_out_channels(root)
-        if channels is None or root not in names:
-            continue
-        g = _Group(names[root], int(channels), 1)
-        for dep, _ in group:
-            module = dep.target.module
-            if not isinstance(module, nn.Conv2d | nn.Linear) or module not in names:
-                continue
-            if isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels:
-                g.step = math.lcm(g.step, module.groups)
-            if dg.is_out_channel_pruning_fn(dep.handler) and names[module] not in g.producers:
-                g.producers.append(names[module])
-            elif dg.is_in_channel_pruning_fn(dep.handler) and names[module] not in g.consumers:
-                g.consumers.append(names[module])
-        groups.append(g)
-    return groups
-
-
-def keep_ratios(model: Any, groups: list[_Group], density: dict[str, float]) -> dict[str, float]:
+def keep_ratios(model: Any, groups: list[torch_widths.Group], density: dict[str, float]) -> dict[str, float]:
     """Group root -> channel keep ratio k_g: the bounded log-space least squares fit of every layer's
     parameter ratio (product of its output and input groups' k) to its PaI density."""
     from scipy.optimize import lsq_linear
@@ -274,7 +232,7 @@ def keep_ratios(model: Any, groups: list[_Group], density: dict[str, float]) -> 
         # a layer writing (or reading) several groups, e.g. the slices of a concatenation: the channel-weighted
         # mix of their log ratios (the log of the mixed ratio, to first order)
         writes = [g for g in groups if name in g.producers]
-        reads = [] if depthwise else [g for g in groups if name in g.consumers]
+        reads = [] if depthwise else [g for g in groups if name in g.readers]
         for role in (writes, reads):
             total = sum(g.channels for g in role)
             for g in role:

@@ -46,7 +46,10 @@ class Group:
     original: int
     step: int  # channel groups: widths must be multiples of it
     producers: tuple[str, ...]  # layers whose output channels are the group's
-    consumers: tuple[str, ...]  # layers whose input channels are the group's
+    consumers: tuple[str, ...]  # layers whose input channels are the group's (producers left out)
+    #: Every layer reading the group's channels, producers included (a conv in a concatenation can read
+    #: and write the same group): what a layer's parameter count depends on (PreCropping).
+    readers: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +63,26 @@ class Target:
         return f"{self.device.name}/{self.runtime}-{self.precision}"
 
 
-def export_targets(ctx: RunContext) -> list[Target]:
-    """The (runtime, precision, device) of every export of the recipe, once each."""
+def export_target(spec: Any, ctx: RunContext, device_name: str | None = None) -> Target:
+    """What an export runs on: its runtime, the precision its latency tables take (int8 for int8/auto) and
+    its device (`device_name`, else the export's `device:`, else the recipe's first)."""
     from edgecompress.registry import EXPORTERS
     from edgecompress.specs import load_device
 
+    name = device_name or spec.device or (ctx.recipe.devices[0] if ctx.recipe.devices else "desktop")
+    return Target(
+        runtime=EXPORTERS.get(spec.format).runtime,
+        precision="int8" if spec.precision in ("int8", "auto") else "fp32",
+        device=load_device(name, base_dir=ctx.recipe_path.parent),
+    )
+
+
+def export_targets(ctx: RunContext) -> list[Target]:
+    """The (runtime, precision, device) of every export of the recipe, once each."""
     seen: dict[tuple[str, str, str], Target] = {}
     for spec in ctx.recipe.export:
-        runtime = EXPORTERS.get(spec.format).runtime
-        precision = "int8" if spec.precision in ("int8", "auto") else "fp32"
-        device_name = spec.device or (ctx.recipe.devices[0] if ctx.recipe.devices else "desktop")
-        device = load_device(device_name, base_dir=ctx.recipe_path.parent)
-        seen.setdefault((runtime, precision, device_name), Target(runtime, precision, device))
+        target = export_target(spec, ctx)
+        seen.setdefault((target.runtime, target.precision, target.device.name), target)
     return list(seen.values())
 
 
@@ -80,7 +91,14 @@ def pruning_groups(model: Any, example: Any, ignored: list[Any]) -> list[Group]:
     import torch_pruning as tp
     from torch import nn
 
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    from edgecompress.errors import ModelError
+
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:
+        raise ModelError(f"prune: Torch-Pruning could not trace the model's dependency graph: {exc}") from exc
+    finally:
+        model.eval()
     names = {m: n for n, m in model.named_modules()}
     groups = []
     for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
@@ -109,6 +127,7 @@ def pruning_groups(model: Any, example: Any, ignored: list[Any]) -> list[Group]:
                 step=step,
                 producers=tuple(dict.fromkeys(producers)),
                 consumers=tuple(dict.fromkeys(c for c in consumers if c not in producers)),
+                readers=tuple(dict.fromkeys(consumers)),
             )
         )
     return groups
@@ -183,29 +202,9 @@ def snap_widths(
             totals = dict.fromkeys(counts, 0.0)
             for label, model in models.items():
                 precision = label.rsplit("-", 1)[1]
-                graphs = {
-                    count: [
-                        *(
-                            resized(op, out=count).graph(precision)
-                            for name in group.producers
-                            for op in by_name.get(name, [])
-                        ),
-                        *(
-                            resized(op, inp=count).graph(precision)
-                            for name in group.consumers
-                            for op in by_name.get(name, [])
-                        ),
-                    ]
-                    for count in counts
-                }
-                flat = [g for gs in graphs.values() for g in gs]
-                if not flat:
+                costs = group_costs(model, {group: counts}, by_name, precision).get(group.root)
+                if costs is None:
                     continue
-                times = iter(model.latencies(flat, what="channel counts"))
-                overhead = model.overhead_ms(precision)  # each one-layer time has the per-call cost once
-                costs = {
-                    count: sum(max(next(times) - overhead, 0.0) for _ in gs) for count, gs in graphs.items()
-                }
                 measured.setdefault(group.root, {})[label] = {c: round(t, 5) for c, t in costs.items()}
                 base = costs[group.channels] or 1e-9
                 for count in counts:
@@ -217,6 +216,37 @@ def snap_widths(
             task.advance()
     info = {"staircases": measured, "fallback": fallback_notes, "targets": [t.label for t in targets]}
     return plan, info
+
+
+def group_costs(
+    latency_model: Any,
+    sweeps: dict[Group, list[int]],
+    by_name: dict[str, list[Any]],
+    precision: str,
+) -> dict[str, dict[int, float]]:
+    """Group root -> {channel count: ms}: the latency model's time of the group's layers at each count of
+    its sweep (the layers writing its channels resized in their output, those reading them in their input;
+    each one-layer time less the per-call cost it carries), measured in one batch. Groups without a layer
+    the latency model knows are left out."""
+    graphs = {
+        (group.root, count): [
+            *(resized(op, out=count).graph(precision) for n in group.producers for op in by_name.get(n, [])),
+            *(resized(op, inp=count).graph(precision) for n in group.consumers for op in by_name.get(n, [])),
+        ]
+        for group, counts in sweeps.items()
+        for count in counts
+    }
+    flat = [g for gs in graphs.values() for g in gs]
+    if not flat:
+        return {}
+    times = iter(latency_model.latencies(flat, what="channel counts"))
+    overhead = latency_model.overhead_ms(precision)
+    out: dict[str, dict[int, float]] = {}
+    for (root, count), gs in graphs.items():
+        cost = sum(max(next(times) - overhead, 0.0) for _ in gs)
+        if gs:
+            out.setdefault(root, {})[count] = cost
+    return out
 
 
 def widths_pruner(model: Any, plan: dict[str, int], original: dict[str, int]) -> dict[Any, float]:
