@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-official bench-int8 bench-suite lint clean
+.PHONY: install demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long lint clean
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 # `make bench` runs every part; each part runs on its own and states its time in benchmarks/RESULTS.md.
-bench: bench-official bench-int8 bench-suite
+bench: bench-official bench-int8 bench-suite bench-budget
 
 # edgecompress's latency figures against litert-benchmark / benchmark_app (about 10 minutes)
 bench-official: demo
@@ -45,6 +45,14 @@ bench-int8: install
 bench-suite: install
 	$(PY) benchmarks/int8_parity.py
 	$(PY) benchmarks/suite.py
+
+# latency-budget pruning vs uniform, MAC-target and the hand chain on digits-deformed, MobileNetV2-style
+# (under 60 minutes on 2 cores); bench-budget-long: both MobileNetV2- and MobileNetV3-style, more data and epochs
+bench-budget: install
+	$(PY) benchmarks/budget_suite.py
+
+bench-budget-long: install
+	$(PY) benchmarks/budget_suite.py --long
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,3 +95,73 @@ def write_section(heading: str, section: str, results: Path = RESULTS) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     results.write_text(text.rstrip("\n") + "\n")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The p50s of one artifact's interleaved fresh-process rounds. Its p50 is the lowest of them, as in
+    edgecompress's reports (`profiling.combine_rounds`); the highest bounds the range."""
+
+    rounds_ms: tuple[float, ...]
+
+    @property
+    def p50_ms(self) -> float:
+        return min(self.rounds_ms)
+
+    @property
+    def high_ms(self) -> float:
+        return max(self.rounds_ms)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        return self.p50_ms, self.high_ms
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.p50_ms:.{digits}f} ({self.p50_ms:.{digits}f}–{self.high_ms:.{digits}f})"
+
+
+class RuntimeMeter:
+    """Latency through edgecompress's LocalRunner in interleaved fresh-process rounds (A, B, C, A, B, C, ...,
+    so that a slow spell of the machine falls on every artifact alike), and accuracy on the runtime."""
+
+    def __init__(self, *, threads: int, runs: int, warmup: float, rounds: int, ui: UI | None = None) -> None:
+        from edgecompress.runners.local import LocalRunner
+        from edgecompress.specs import load_device
+
+        self.threads, self.runs, self.warmup, self.rounds = threads, runs, warmup, rounds
+        self.ui = ui or UI(verbosity=0)
+        self.runner = LocalRunner()
+        self.device = load_device("desktop")
+
+    def timings(self, artifacts: dict[Any, Any]) -> dict[Any, Timing]:
+        p50s: dict[Any, list[float]] = {key: [] for key in artifacts}
+        for _ in range(self.rounds):
+            for key, artifact in artifacts.items():
+                m = self.runner.run(
+                    artifact,
+                    self.device,
+                    runs=self.runs,
+                    warmup_seconds=self.warmup,
+                    threads=self.threads,
+                    op_profile=False,
+                )
+                p50s[key].append(float(m.latency.p50_ms))
+        return {key: Timing(tuple(v)) for key, v in p50s.items()}
+
+    def accuracy(self, artifact: Any, split: Any, num_outputs: int) -> float:
+        from edgecompress.exporters.parity import run_artifact
+
+        out = run_artifact(artifact, split.x, num_outputs=num_outputs, threads=self.threads, ui=self.ui)
+        return float((out.logits.argmax(1) == split.y).mean())
+
+
+def save_plot(fig: Any, ax: Any, path: Path, stamp: str) -> None:
+    """Grid, legend and the machine/version/time footer every benchmark plot carries; saved and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.text(0.01, 0.01, f"{machine_line()[:110]}\n{versions_line()[:160]}\n{stamp}", fontsize=6, va="bottom")
+    fig.subplots_adjust(bottom=0.22)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

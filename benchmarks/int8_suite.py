@@ -34,8 +34,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chains import hand_prune, stock_int8
-from common import ROOT, machine_line, make_context, random_bundle, utc_now, versions_line, write_section
-from suite_report import Timing
+from common import (
+    ROOT,
+    RuntimeMeter,
+    machine_line,
+    make_context,
+    random_bundle,
+    utc_now,
+    versions_line,
+    write_section,
+)
 
 from edgecompress.console import UI
 
@@ -66,31 +74,14 @@ def _recipe(
     return f"name: bench\nmodel: {{source: x.py:f, input_shape: {shape}}}\nstages: {stages}\nexport: {exports}\ndevices: [desktop]\n"
 
 
-class Meter:
+class Meter(RuntimeMeter):
     """Interleaved fresh-process rounds through edgecompress's LocalRunner, and the official tools."""
 
     def __init__(self, settings: Settings) -> None:
-        from edgecompress.runners.local import LocalRunner
-        from edgecompress.specs import load_device
-
+        super().__init__(
+            threads=settings.threads, runs=settings.runs, warmup=settings.warmup, rounds=settings.rounds
+        )
         self.s = settings
-        self.runner = LocalRunner()
-        self.device = load_device("desktop")
-
-    def timings(self, artifacts: dict[str, Any]) -> dict[str, Timing]:
-        p50s: dict[str, list[float]] = {k: [] for k in artifacts}
-        for _ in range(self.s.rounds):
-            for key, artifact in artifacts.items():
-                m = self.runner.run(
-                    artifact,
-                    self.device,
-                    runs=self.s.runs,
-                    warmup_seconds=self.s.warmup,
-                    threads=self.s.threads,
-                    op_profile=False,
-                )
-                p50s[key].append(m.latency.p50_ms)
-        return {k: Timing(tuple(v)) for k, v in p50s.items()}
 
     def official(
         self, artifacts: dict[str, Any], shape: list[int], work: Path, expected: dict[str, float]

@@ -38,13 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chains import export_fp32, hand_prune, plain_finetune, stock_int8
-from common import ROOT, make_context, random_bundle, utc_now, write_section
+from common import ROOT, RuntimeMeter, make_context, random_bundle, utc_now, write_section
 from suite_report import (
     RUNTIMES,
     SECTIONS,
     DigitsResult,
     Point,
-    Timing,
     accuracy_section,
     cost_section,
     digits_section,
@@ -83,48 +82,10 @@ class Settings:
     calibration_224: int = 32
 
 
-class Meter:
-    """Latency through LocalRunner in interleaved fresh-process rounds, and accuracy on the runtime."""
-
-    def __init__(self, settings: Settings, ui: UI) -> None:
-        from edgecompress.runners.local import LocalRunner
-        from edgecompress.specs import load_device
-
-        self.settings = settings
-        self.ui = ui
-        self.runner = LocalRunner()
-        self.device = load_device("desktop")
-
-    def timings(self, artifacts: dict[Any, Any]) -> dict[Any, Timing]:
-        """Every artifact measured `rounds` times, round by round (A, B, C, A, B, C, ...)."""
-        s = self.settings
-        p50s: dict[Any, list[float]] = {key: [] for key in artifacts}
-        for _ in range(s.rounds):
-            for key, artifact in artifacts.items():
-                m = self.runner.run(
-                    artifact,
-                    self.device,
-                    runs=s.runs,
-                    warmup_seconds=s.warmup,
-                    threads=s.threads,
-                    op_profile=False,
-                )
-                p50s[key].append(float(m.latency.p50_ms))
-        return {key: Timing(tuple(v)) for key, v in p50s.items()}
-
-    def accuracy(self, artifact: Any, split: Any, num_outputs: int) -> float:
-        from edgecompress.exporters.parity import run_artifact
-
-        out = run_artifact(
-            artifact, split.x, num_outputs=num_outputs, threads=self.settings.threads, ui=self.ui
-        )
-        return float((out.logits.argmax(1) == split.y).mean())
-
-
 # ------------------------------------------------------------------------------------------- 1. latency @224
 
 
-def latency_224(settings: Settings, meter: Meter, work: Path, ui: UI) -> list[dict[str, Any]]:
+def latency_224(settings: Settings, meter: RuntimeMeter, work: Path, ui: UI) -> list[dict[str, Any]]:
     """fp32 / stock int8 / hand chain / edgecompress prune 0.5 + int8, both models, both runtimes."""
     import torch
     from architectures import mobilenet_v2, resnet18
@@ -255,7 +216,7 @@ def build_child(recipe: str, out: str, stats: str) -> int:
     return 0
 
 
-def digits(settings: Settings, meter: Meter, work: Path, ui: UI) -> DigitsResult:
+def digits(settings: Settings, meter: RuntimeMeter, work: Path, ui: UI) -> DigitsResult:
     import torch
     from architectures import mobilenet_v2_digits
 
@@ -415,7 +376,9 @@ def main() -> int:
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # the stock chain's converter log
     torch.set_num_threads(settings.threads)
     ui = UI(verbosity=1)
-    meter = Meter(settings, ui)
+    meter = RuntimeMeter(
+        threads=settings.threads, runs=settings.runs, warmup=settings.warmup, rounds=settings.rounds, ui=ui
+    )
     t0 = time.perf_counter()
     rows = result = None
     with tempfile.TemporaryDirectory(prefix="edgecompress-suite-") as tmp:

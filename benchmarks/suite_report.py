@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, machine_line, versions_line
+from common import ROOT, Timing, machine_line, save_plot, versions_line
 
 from edgecompress.deployability import verdict_of
 
@@ -23,29 +23,6 @@ SECTIONS = {
 }
 #: Speedup over the unpruned fp32 export that issue 3 asks for, by runtime.
 NEEDED_SPEEDUP = {"openvino": 3.5, "litert": 3.0}
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The p50s of one artifact's interleaved fresh-process rounds. Its p50 is the lowest of them, as in
-    edgecompress's reports (`profiling.combine_rounds`); the highest bounds the range."""
-
-    rounds_ms: tuple[float, ...]
-
-    @property
-    def p50_ms(self) -> float:
-        return min(self.rounds_ms)
-
-    @property
-    def high_ms(self) -> float:
-        return max(self.rounds_ms)
-
-    @property
-    def spread(self) -> tuple[float, float]:
-        return self.p50_ms, self.high_ms
-
-    def text(self, digits: int = 3) -> str:
-        return f"{self.p50_ms:.{digits}f} ({self.p50_ms:.{digits}f}–{self.high_ms:.{digits}f})"
 
 
 @dataclass
@@ -364,14 +341,7 @@ def plot(result: DigitsResult, settings: Any, stamp: str) -> list[Path]:
             + (" (--quick)" if settings.quick else ""),
             fontsize=10,
         )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.text(
-            0.01, 0.01, f"{machine_line()[:110]}\n{versions_line()[:160]}\n{stamp}", fontsize=6, va="bottom"
-        )
-        fig.subplots_adjust(bottom=0.22)
         path = BENCH / f"tradeoff-{runtime}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_plot(fig, ax, path, stamp)
         paths.append(path)
     return paths

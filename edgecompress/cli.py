@@ -53,6 +53,14 @@ def build(
         bool,
         typer.Option("--recalibrate", help="Rebuild the devices' latency tables instead of using the cache."),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Skip the stages an earlier build of this output already ran for the same recipe "
+            "(its checkpoints in <out parent>/.edgecompress-stages/<out name>/).",
+        ),
+    ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -65,6 +73,7 @@ def build(
         verbosity=_verbosity(quiet, verbose),
         profile=not no_profile,
         recalibrate=recalibrate,
+        resume=resume,
     )
 
 

@@ -11,6 +11,10 @@ from edgecompress.data import DataBundle
 from edgecompress.frameworks.base import FrameworkAdapter
 from edgecompress.recipe import Recipe
 
+#: The models in a RunContext that stage checkpoints save and `build --resume` restores (checkpoints.py, which
+#: also keeps `notes` and `budget_references`): state a later stage reads must be one of them or be saved there.
+CHECKPOINTED_MODELS = ("teacher", "budget_unpruned")
+
 
 @dataclass
 class RunContext:

@@ -2,7 +2,8 @@
 
 The build runs in a temporary directory beside the output directory and replaces it only when every
 step worked; a failed build leaves the previous output untouched. A failed gate is not a failed build:
-the output and report are written, then GateFailed is raised.
+the output and report are written, then GateFailed is raised. Every finished stage is checkpointed beside the
+output (checkpoints.py); `resume` skips the stages whose checkpoints match the recipe.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edgecompress.checkpoints import StageCheckpoints, checkpoint_dir
 from edgecompress.console import UI
 from edgecompress.deployability import Deployability
 from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
@@ -139,7 +141,9 @@ class _Build:
         ui: UI,
         *,
         profile: bool,
+        checkpoints: StageCheckpoints,
         recalibrate: bool = False,
+        resume: bool = False,
     ) -> None:
         self.recipe = recipe
         self.recipe_path = recipe_path
@@ -147,11 +151,20 @@ class _Build:
         self.ui = ui
         self.profile = profile and recipe.profile.enabled
         self.recalibrate = recalibrate
+        self.checkpoints = checkpoints
+        self.resume = resume
         #: The precision planner of the build's int8/auto exports (made on the first one).
         self.planner: Any = None
 
     def _step(
-        self, ctx: Any, model: Any, name: str, stage_type: str | None, seconds: float, notes: dict[str, Any]
+        self,
+        ctx: Any,
+        model: Any,
+        name: str,
+        stage_type: str | None,
+        seconds: float,
+        notes: dict[str, Any],
+        images: int = 0,
     ) -> Step:
         adapter, data = ctx.adapter, ctx.data
         stats = adapter.stats(model, ctx.input_shape)
@@ -166,10 +179,12 @@ class _Build:
             macs=stats.macs,
             seconds=seconds,
             notes=notes,
+            images=images,
         )
+        speed = f", {step.images_per_second:,.0f} images/s" if step.images_per_second else ""
         self.ui.info(
             f"  {name}: test acc {test:.4f}, {stats.macs / 1e6:.2f} M MACs, {stats.params:,} params "
-            f"({seconds:.1f} s)"
+            f"({seconds:.1f} s{speed})"
         )
         return step
 
@@ -178,10 +193,17 @@ class _Build:
         steps = [self._step(ctx, model, "baseline", None, 0.0, {})]
         reference = steps[0].name
         float_model = model
+        # resumed before the prechecks: it restores what they would measure again (latency budget references)
+        resumed = self.checkpoints.resume(ctx) if self.resume else None
         for i, config in enumerate(self.recipe.stages):  # input errors found before any training
             ctx.current_stage = i
             STAGES.get(config.type)(config).precheck(model, ctx, i)
-        for i, config in enumerate(self.recipe.stages):
+        if resumed is not None:  # no stage after a quantize one is checkpointed: the model is a float one
+            steps += resumed.steps
+            model = float_model = resumed.model
+            reference = resumed.reference or reference
+        start = len(steps) - 1
+        for i, config in enumerate(self.recipe.stages[start:], start=start):
             stage = STAGES.get(config.type)(config)
             if stage.compresses and ctx.teacher is None:
                 ctx.teacher = ctx.adapter.copy(model)
@@ -189,13 +211,14 @@ class _Build:
             ctx.current_stage = i
             self.ui.info(f"[bold]stage {i}: {config.type}[/bold]")
             t = time.perf_counter()
+            trained = getattr(ctx.adapter, "trained_images", 0)
             model = stage.apply(model, ctx)
             if config.type != "quantize":
                 float_model = model
             name = f"{i}:{config.type}"
-            steps.append(
-                self._step(ctx, model, name, config.type, time.perf_counter() - t, ctx.notes.get(i, {}))
-            )
+            seconds, images = time.perf_counter() - t, getattr(ctx.adapter, "trained_images", 0) - trained
+            steps.append(self._step(ctx, model, name, config.type, seconds, ctx.notes.get(i, {}), images))
+            self.checkpoints.save(i, ctx, model, steps[-1])
         if ctx.teacher is None:
             reference = steps[-1].name
         return steps, reference, _Models(float_model=float_model, final=model)
@@ -454,14 +477,21 @@ class _Build:
             ui=ui,
             recalibrate=self.recalibrate,
         )
+        t = time.perf_counter()
         steps, reference, models = self._run_stages(ctx, model)
+        cropping = import_object("edgecompress.stages.prune.precrop_reference:measure")(ctx, steps)
+        phases = {"stages": time.perf_counter() - t}
+        t = time.perf_counter()
         adapter.save(models.final, self.tmp / "model.pt2", list(recipe.model.input_shape))
         try:
             exported = self._export_all(ctx, models, devices)
         finally:
             if self.planner is not None:
                 self.planner.close()
+        phases["export"] = time.perf_counter() - t
+        t = time.perf_counter()
         artifacts = self._profile_all(exported, devices)
+        phases["profile"] = time.perf_counter() - t
         cross = cross_runtime_agreement(exported)
         deployability = self._diagnose_int8(exported, artifacts)
         ref_step = next(s for s in steps if s.name == reference)
@@ -489,8 +519,10 @@ class _Build:
             cross_runtime=cross,
             deployability=deployability,
             precision_plans=list(self.planner.plans) if self.planner is not None else [],
+            precrop_reference=cropping,
             gates=evaluate_gates(recipe, steps, ref_step, artifacts, cross),
             wall_seconds=time.perf_counter() - t0,
+            phase_seconds=phases,
         )
 
 
@@ -520,9 +552,12 @@ def run_build(
     verbosity: int = 1,
     profile: bool = True,
     recalibrate: bool = False,
+    resume: bool = False,
 ) -> Report:
     """Build the recipe; return the report. Raises RecipeError (bad input), other EdgeCompressErrors (the
-    build failed; previous output untouched), or GateFailed (output written, a gate did not pass)."""
+    build failed; previous output untouched), or GateFailed (output written, a gate did not pass).
+
+    `resume`: skip the stages whose checkpoints (written by every build, see checkpoints.py) match the recipe."""
     from edgecompress.summary import print_summary
 
     recipe_path = Path(recipe_path)
@@ -531,9 +566,19 @@ def run_build(
     devices = [load_device(d, base_dir=recipe_path.parent) for d in recipe.devices]
     out_dir = Path(out) if out else Path("runs") / recipe.name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    checkpoints = StageCheckpoints(checkpoint_dir(out_dir), recipe, recipe_path, ui)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        report = _Build(recipe, recipe_path, tmp, ui, profile=profile, recalibrate=recalibrate).run(devices)
+        report = _Build(
+            recipe,
+            recipe_path,
+            tmp,
+            ui,
+            profile=profile,
+            checkpoints=checkpoints,
+            recalibrate=recalibrate,
+            resume=resume,
+        ).run(devices)
         write_outputs(report, recipe, tmp)
         _swap_into_place(tmp, out_dir)
     except BaseException:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgecompress.errors import EdgeCompressError, RecipeError
 from edgecompress.registry import EXPORTERS, STAGES, did_you_mean
@@ -283,7 +291,7 @@ class Recipe(_Strict):
     seed: int = Field(default=0, description="Seed for data splits, training and pruning.")
     model: ModelSpec = Field(description="The trained model to compress.")
     data: DataSpec = Field(default_factory=DataSpec, description="Dataset, preprocessing and splits.")
-    stages: list[StageConfig] = Field(
+    stages: list[SerializeAsAny[StageConfig]] = Field(
         default_factory=list, description="Stages run in order; see `edgecompress schema`."
     )
     export: list[ExportSpec] = Field(default_factory=list, description="Artifacts to export and verify.")
@@ -395,6 +403,35 @@ def _check_latency_budgets(recipe: Recipe, recipe_path: Path, fail: Any) -> None
                 f"no latency model of {device}/{runtime} and no way to measure one: {runtime} is not "
                 "installed here (pip install 'edgecompress[all]')",
             )
+
+
+def _missing_file(source: str, recipe_path: Path) -> str | None:
+    """The file a model source names ('file.py:function' or a model file) when it does not exist."""
+    file_part = source.split(":")[0] if source.count(":") == 1 else source
+    looks_like_path = file_part.endswith(".py") or Path(file_part).suffix.lower() in MODEL_SUFFIXES
+    return file_part if looks_like_path and not resolve_path(file_part, recipe_path).exists() else None
+
+
+def _check_precrop_references(recipe: Recipe, recipe_path: Path, fail: Any) -> None:
+    """prune.reference: only on a precrop before the first train stage, naming a model that exists."""
+    from edgecompress.stages.prune.precrop_reference import cropped_before_train
+
+    before_train = cropped_before_train(recipe.stages)
+    for i, stage in enumerate(recipe.stages):
+        reference = getattr(stage, "reference", None)
+        if reference is None:
+            continue
+        if i not in before_train:
+            trains = [j for j, s in enumerate(recipe.stages) if s.type == "train"]
+            why = f"stage {trains[0]} trains before it" if trains else "the recipe has no train stage"
+            raise fail(
+                ("stages", i, "reference"),
+                f"applies to a precrop before the first train stage (an untrained model cropped, with no "
+                f"trained unpruned counterpart in the build); {why}",
+            )
+        missing = _missing_file(reference, recipe_path)
+        if missing:
+            raise fail(("stages", i, "reference"), f"file not found: {missing}")
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -542,12 +579,9 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             ("model", "source"),
             f"{framework} models are not supported yet; supported: {', '.join(FRAMEWORKS.names())}",
         )
-    file_part = (
-        recipe.model.source.split(":")[0] if recipe.model.source.count(":") == 1 else recipe.model.source
-    )
-    looks_like_path = file_part.endswith(".py") or Path(file_part).suffix.lower() in MODEL_SUFFIXES
-    if looks_like_path and not resolve_path(file_part, recipe_path).exists():
-        raise fail(("model", "source"), f"file not found: {file_part}")
+    missing = _missing_file(recipe.model.source, recipe_path)
+    if missing:
+        raise fail(("model", "source"), f"file not found: {missing}")
     if recipe.model.checkpoint and not resolve_path(recipe.model.checkpoint, recipe_path).exists():
         raise fail(("model", "checkpoint"), f"file not found: {recipe.model.checkpoint}")
     if recipe.data.dataset in {"folder", "npz"}:
@@ -622,6 +656,7 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
         except EdgeCompressError as exc:
             raise fail(("devices", i), str(exc)) from None
     _check_latency_budgets(recipe, recipe_path, fail)
+    _check_precrop_references(recipe, recipe_path, fail)
     known = {f"{d}/{e.artifact_name}" for d in recipe.devices for e in recipe.export}
     for pattern in recipe.gates.max_latency_ms:
         if not fnmatch.filter(known, pattern):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from edgecompress.deployability import Deployability, render
 from edgecompress.exporters.parity import ParityResult as Parity
@@ -26,6 +26,20 @@ class Step(BaseModel):
     notes: dict[str, Any] = Field(
         default_factory=dict, description="What the stage recorded (e.g. channels removed)."
     )
+    images: int = Field(
+        default=0,
+        description="Training examples the stage's training loops went through, every epoch counted.",
+    )
+    resumed: bool = Field(
+        default=False,
+        description="Loaded from a stage checkpoint (`build --resume`): seconds and images are those of the "
+        "build that ran the stage.",
+    )
+
+    @computed_field(description="Training throughput over the stage's whole wall time (None: no training).")
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.images and self.seconds > 0 else None
 
 
 #: How the artifacts table marks artifacts the recipe did not ask for.
@@ -83,6 +97,35 @@ class GateResult(BaseModel):
         return f"{self.gate} [{self.subject}]: {self.value:.4g} (limit {self.limit:.4g}) {verdict}"
 
 
+class PrecropReference(BaseModel):
+    """A precrop before `train` against the unpruned model trained by the same recipe: the build's baseline
+    is untrained, so only this says what cropping cost."""
+
+    model_config = ConfigDict(frozen=True)
+    source: str = Field(
+        description="'built alongside' (the recipe's stages without the precrop, same seed and data, not "
+        "exported) or the `reference:` file, evaluated on this build's splits."
+    )
+    test_accuracy: float
+    val_accuracy: float
+    macs: int
+    params: int
+    pruned_step: str = Field(description="The pruned final float model's step (the last before quantize).")
+    pruned_test_accuracy: float
+    accuracy_delta_pt: float = Field(
+        description="The accuracy cost of cropping: pruned_test_accuracy minus the reference's test accuracy, "
+        "in points (negative: cropping lost accuracy)."
+    )
+
+    def describe(self) -> str:
+        return (
+            f"**Cost of cropping before training**: {self.pruned_step} scores {self.pruned_test_accuracy:.4f} "
+            f"test accuracy, {self.accuracy_delta_pt:+.2f} pt vs the unpruned model trained by the same recipe "
+            f"({self.source}: test {self.test_accuracy:.4f}, val {self.val_accuracy:.4f}, {self.macs:,} MACs, "
+            f"{self.params:,} params)."
+        )
+
+
 class Report(BaseModel):
     model_config = ConfigDict(frozen=True)
     edgecompress_version: str
@@ -110,12 +153,25 @@ class Report(BaseModel):
         description="The precision plan of every int8/auto export: the form of each op and the measurements "
         "that chose it.",
     )
+    precrop_reference: PrecropReference | None = Field(
+        default=None,
+        description="A precrop before `train`: the unpruned model trained by the same recipe, and the "
+        "accuracy cost of cropping measured against it.",
+    )
     gates: list[GateResult]
     wall_seconds: float
+    phase_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Wall time of the build's phases: 'stages', 'export', 'profile'."
+    )
 
     @property
     def reference(self) -> Step:
         return next(s for s in self.steps if s.name == self.reference_step)
+
+    @property
+    def phase_summary(self) -> str:
+        """'stages 40.1 s, export 8.0 s, profile 5.2 s' ('' in a report written before phases were timed)."""
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -134,19 +190,26 @@ class Report(BaseModel):
             f"python {self.machine.get('python', '?')}",
             f"- data: {self.data.get('dataset')} — train {self.data.get('train')}, val {self.data.get('val')}, "
             f"test {self.data.get('test')}, {self.data.get('num_classes')} classes, layout {self.data.get('layout')}",
-            f"- build wall time {self.wall_seconds:.1f} s",
+            f"- build wall time {self.wall_seconds:.1f} s"
+            + (f" ({self.phase_summary})" if self.phase_seconds else ""),
             "",
             "## What each step bought",
             "",
-            "| step | test acc | Δ vs reference | MACs | vs reference | params | time (s) |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| step | test acc | Δ vs reference | MACs | vs reference | params | time (s) | images/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in self.steps:
+            labels = (" (reference)" if s.name == ref.name else "") + (" (resumed)" if s.resumed else "")
             out.append(
-                f"| {s.name}{' (reference)' if s.name == ref.name else ''} | {s.test_accuracy:.4f} | "
+                f"| {s.name}{labels} | {s.test_accuracy:.4f} | "
                 f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f} pt | {s.macs:,} | "
-                f"{_fewer(ref.macs, s.macs)} | {s.params:,} | {s.seconds:.1f} |"
+                f"{_fewer(ref.macs, s.macs)} | {s.params:,} | {s.seconds:.1f} | {rate(s.images_per_second)} |"
             )
+        if any(s.resumed for s in self.steps):
+            out += [
+                "",
+                "Resumed steps were loaded from stage checkpoints; their times are those of the build that ran them.",
+            ]
         for s in self.steps:
             if s.notes:
                 out += ["", f"### {s.name}", ""]
@@ -172,6 +235,8 @@ class Report(BaseModel):
                         ]
                     else:
                         out.append(f"- **{k}**: {_short(v)}")
+        if self.precrop_reference is not None:
+            out += ["", self.precrop_reference.describe()]
         out += [
             "",
             "## Artifacts (run on their own runtimes)",
@@ -326,6 +391,11 @@ def render_plan(plan: PrecisionPlan, *, top: int = 40) -> list[str]:
         if len(chosen) > top:
             out.append(f"| … {len(chosen) - top} more in report.json | | | | |")
     return out
+
+
+def rate(images_per_second: float | None) -> str:
+    """Images per second as a table cell: '—' for a step without training."""
+    return "—" if images_per_second is None else f"{images_per_second:,.0f}"
 
 
 def _fewer(reference: int, value: int) -> str:

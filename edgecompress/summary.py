@@ -7,11 +7,12 @@ from pathlib import Path
 from rich.table import Table
 
 from edgecompress.console import UI
-from edgecompress.report import Report
+from edgecompress.report import Report, rate
 
 
 def summary_table(report: Report) -> Table:
-    """Accuracy, MACs, params, size and p50 per device for every step and artifact of the report."""
+    """Accuracy, MACs, params, stage time and training images/s, size and p50 per device for every step and
+    artifact of the report."""
     ref = report.reference
     devices = sorted({d for a in report.artifacts for d in a.measurements})
     table = Table(title=f"edgecompress: {report.recipe_name}", title_justify="left")
@@ -21,6 +22,8 @@ def summary_table(report: Report) -> Table:
         "Δ acc",
         "MACs",
         "params",
+        "time s",
+        "img/s",
         "size KiB",
         *[f"p50 ms {d}" for d in devices],
     ):
@@ -30,11 +33,13 @@ def summary_table(report: Report) -> Table:
     float_step = next((s for s in reversed(report.steps) if s.stage_type != "quantize"), final)
     for s in report.steps:
         table.add_row(
-            s.name + (" (reference)" if s.name == ref.name else ""),
+            s.name + (" (reference)" if s.name == ref.name else "") + (" (resumed)" if s.resumed else ""),
             f"{s.test_accuracy:.4f}",
             f"{(s.test_accuracy - ref.test_accuracy) * 100:+.2f}",
             f"{s.macs / 1e6:.2f}M",
             f"{s.params:,}",
+            f"{s.seconds:.1f}" if s.stage_type else "",
+            rate(s.images_per_second) if s.stage_type else "",
             "",
             *["" for _ in devices],
         )
@@ -49,6 +54,8 @@ def summary_table(report: Report) -> Table:
             f"{(a.parity.accuracy - ref.test_accuracy) * 100:+.2f}",
             f"{step.macs / 1e6:.2f}M",
             f"{step.params:,}",
+            "",
+            "",
             f"{a.size_bytes / 1024:.1f}",
             *[f"{a.measurements[d].latency.p50_ms:.3f}" if d in a.measurements else "—" for d in devices],
         )
@@ -62,6 +69,7 @@ def print_summary(report: Report, out_dir: Path, ui: UI) -> None:
             if not g.passed or ui.verbosity >= 2:
                 ui.console.print(("[green]" if g.passed else "[red]") + g.message, highlight=False)
     ui.console.print(
-        f"wrote {out_dir}/ (report.md, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s",
+        f"wrote {out_dir}/ (report.md, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s"
+        + (f" ({report.phase_summary})" if report.phase_seconds else ""),
         highlight=False,
     )

@@ -52,6 +52,8 @@ class FitOptions:
     augment_shift: int = 0  # random translation of training images by up to this many pixels
     augment_hflip: bool = False  # random horizontal flips of training images
     description: str = "train"
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda; the model comes back on the cpu
+    channels_last: bool = False  # train image models in channels_last on CPU (see channels_last_hooks)
     #: Called as `on_epoch_start(epoch, model)` (epoch from 0) after the model is put in train mode, before
     #: the epoch's first batch; e.g. QAT freezes its observers there.
     on_epoch_start: Callable[[int, Any], None] | None = None
@@ -63,7 +65,7 @@ class FitOptions:
 
 
 #: Training fields shared by the train, distill and quantize (QAT) stage configs.
-SHARED_FIT_FIELDS = ("epochs", "lr", "optimizer", "weight_decay", "schedule", "keep_best")
+SHARED_FIT_FIELDS = ("epochs", "lr", "optimizer", "weight_decay", "schedule", "keep_best", "device")
 
 
 def fit_options(config: Any, *, data: DataSpec, description: str, **extra: Any) -> FitOptions:
@@ -82,6 +84,9 @@ def fit_options(config: Any, *, data: DataSpec, description: str, **extra: Any) 
 
 class FrameworkAdapter(Protocol):
     name: str
+    #: Training examples `fit` has processed so far (each epoch counts its images again): the run reports
+    #: images/s per stage from it.
+    trained_images: int = 0
 
     def load(self, spec: ModelSpec, recipe_path: Path) -> Any:
         """Build or load the model. ModelError/RecipeError naming the file on failure."""
@@ -106,3 +111,12 @@ class FrameworkAdapter(Protocol):
 
     def save(self, model: Any, path: Path, input_shape: list[int]) -> Path:
         """Write the model in the framework's own format (torch: torch.export .pt2); return the file."""
+
+    def checkpoint_save(self, model: Any, path: Path) -> None:
+        """Write the whole model object to `path` for a stage checkpoint (`build --resume`): a pruned model is
+        no longer what its source builds, so weights alone cannot restore it. ModelError when this kind of
+        model cannot be checkpointed."""
+
+    def checkpoint_load(self, path: Path) -> Any:
+        """The model `checkpoint_save` wrote. It may execute code (torch: a pickle): only for the build's own
+        checkpoint files."""

@@ -7,17 +7,21 @@ import torch; they do it inside functions, so `import edgecompress` stays light.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import ModelError
-from edgecompress.frameworks.base import FitOptions, LayerInfo, ModelStats
+from edgecompress.errors import ModelError, RecipeError
+from edgecompress.frameworks.base import FitOptions, FrameworkAdapter, LayerInfo, ModelStats
 from edgecompress.frameworks.torch_loading import load_model, one_line
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import torch
     from torch import nn
 
@@ -38,7 +42,7 @@ def forward_zeros(model: Any, input_shape: list[int]) -> Any:
         raise ModelError(f"model forward failed on input shape {list(input_shape)}: {one_line(exc)}") from exc
 
 
-class TorchAdapter:
+class TorchAdapter(FrameworkAdapter):
     """The FrameworkAdapter for PyTorch models (`nn.Module`, torch.export programs, TorchScript)."""
 
     name = "torch"
@@ -133,15 +137,18 @@ class TorchAdapter:
         return copy.deepcopy(model)
 
     def predict(self, model: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-        """Float32 logits for a float32 array in the model's layout (eval mode, no gradients)."""
+        """Float32 logits for a float32 array in the model's layout (eval mode, no gradients), computed on
+        the device the model's parameters are on."""
         import torch
 
         arr = np.ascontiguousarray(x, dtype=np.float32)
+        device = next(iter(model.parameters()), torch.empty(0)).device
         model.eval()
         outs = []
         with torch.inference_mode():
             for i in range(0, len(arr), batch_size):
-                outs.append(model(torch.from_numpy(arr[i : i + batch_size])).float().numpy())
+                batch = torch.from_numpy(arr[i : i + batch_size]).to(device)
+                outs.append(model(batch).float().cpu().numpy())
         if not outs:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
@@ -167,6 +174,18 @@ class TorchAdapter:
         torch.export.save(program, path)
         return path
 
+    def checkpoint_save(self, model: Any, path: Path) -> None:
+        """The whole module pickled for a stage checkpoint (`torch_checkpoint.py`)."""
+        from edgecompress.frameworks.torch_checkpoint import save_module
+
+        save_module(model, path)
+
+    def checkpoint_load(self, path: Path) -> Any:
+        """A stage checkpoint's module (unpickled: runs code; only for the build's own files)."""
+        from edgecompress.frameworks.torch_checkpoint import load_module
+
+        return load_module(path)
+
     # -------------------------------------------------------------------------------------- training
 
     def fit(self, model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI) -> Any:
@@ -177,7 +196,13 @@ class TorchAdapter:
         for the training split; with it (options.augment_*), on each augmented batch, so student and teacher
         see the same images. Weight decay skips biases and normalisation weights. The
         learning rate follows a per-step cosine from `lr` to 0 (or stays constant). Returns the model in
-        eval mode, with the best-validation weights when `options.keep_best`.
+        eval mode, on the cpu, in NCHW memory format, with the best-validation weights when
+        `options.keep_best`.
+
+        Speed (benchmarks/training_speed.py): trains on `options.device`; on the cpu with glibc's malloc
+        tuned (`tune_malloc`) and, with `options.channels_last` and when `channels_last_hooks` finds it safe, in
+        channels_last memory format.
+        Counts the examples of every step in `trained_images`.
         """
         import torch
         from torch.nn import functional as F
@@ -189,6 +214,8 @@ class TorchAdapter:
             raise ModelError(
                 f"{options.description}: unknown optimizer '{options.optimizer}' or schedule '{options.schedule}'"
             )
+        device = train_device(options.device, options.description)
+        tune_malloc()
         torch.manual_seed(seed)
         shuffle = torch.Generator().manual_seed(seed)
         x = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
@@ -226,7 +253,14 @@ class TorchAdapter:
 
         best_key: tuple[float, float] | None = None
         best_state: dict[str, torch.Tensor] | None = None
-        with ui.progress(f"{options.description}", total=options.epochs) as task:
+        # channels_last is a CPU (oneDNN) speed-up for NCHW image batches
+        cpu_images = (
+            x[:2] if options.channels_last and device.type == "cpu" and data.layout == "NCHW" else None
+        )
+        with (
+            _placed(model, options.teacher, device, cpu_images) as memory_format,
+            ui.progress(f"{options.description}", total=options.epochs) as task,
+        ):
             for epoch in range(options.epochs):
                 model.train()
                 if options.on_epoch_start is not None:
@@ -246,6 +280,7 @@ class TorchAdapter:
                             channels_last=data.layout == "NHWC",
                             generator=shuffle,
                         )
+                    xb, yb = xb.to(device, memory_format=memory_format), yb.to(device)
                     try:
                         logits = model(xb)
                     except Exception as exc:
@@ -256,7 +291,7 @@ class TorchAdapter:
                     loss = F.cross_entropy(logits, yb, label_smoothing=options.label_smoothing)
                     if options.teacher is not None:
                         if teacher_log_probs is not None:
-                            targets = teacher_log_probs.index_select(0, idx)
+                            targets = teacher_log_probs.index_select(0, idx).to(device)
                         else:  # the teacher sees the same augmented batch (consistent teaching)
                             with torch.no_grad():
                                 targets = F.log_softmax(options.teacher(xb) / temperature, dim=1)
@@ -273,6 +308,7 @@ class TorchAdapter:
                     schedule.step()
                     loss_sum += float(loss.detach()) * len(idx)
                     seen += len(idx)
+                    self.trained_images += len(idx)
                 train_loss = loss_sum / max(seen, 1)
                 val_acc, val_loss = self._evaluate(model, data)
                 improved = best_key is None or (val_acc, -val_loss) > best_key
@@ -302,6 +338,165 @@ class TorchAdapter:
 
 # ---------------------------------------------------------------------------------- shared helpers
 
+#: mallopt(3) parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
+@functools.cache
+def tune_malloc() -> bool:
+    """Make glibc's malloc keep freed memory for reuse, once per process; True when it took the settings.
+
+    By default large blocks are mmap'ed and unmapped on free, and free memory at the top of the heap is
+    given back to the kernel, so every training step page-faults its activation buffers in again, zero-filled
+    by the kernel (MobileNetV2-digits at batch 128 on CPU: 200 K minor faults, ~0.45 s of system time, per
+    step). Here blocks up to 1 GiB come from the heap (up to 32 MiB where glibc refuses more: older versions
+    cap the mmap threshold at its documented maximum, `DEFAULT_MMAP_THRESHOLD_MAX`), up to 1 GiB free at its
+    top is kept and it grows 64 MiB at a time; `fit` hands the memory back with malloc_trim when it ends.
+    False (nothing done) where the C library is not glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+    except (OSError, TypeError):  # Windows
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl, macOS
+        return False
+    mmap = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    return bool(mmap and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) and libc.mallopt(M_TOP_PAD, 64 << 20))
+
+
+def train_device(requested: str, description: str) -> torch.device:
+    """The device `fit` trains on: `requested` cpu or cuda, or auto (cuda when torch sees a GPU, else cpu)."""
+    import torch
+
+    if requested not in {"auto", "cpu", "cuda"}:
+        raise ModelError(f"{description}: unknown device '{requested}' (auto, cpu or cuda)")
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise RecipeError(
+            f"{description}: device is 'cuda' but torch {torch.__version__} sees no CUDA GPU; use device: auto or cpu"
+        )
+    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda) else "cpu")
+
+
+@contextmanager
+def _placed(model: Any, teacher: Any, device: torch.device, sample: torch.Tensor | None) -> Iterator[Any]:
+    """While inside: model and teacher on `device`, the model in channels_last when `channels_last_hooks`
+    allows it on `sample` (a few training inputs; None: stay NCHW); yields the memory format the training
+    batches take. On exit both are back on the cpu, the model in NCHW (what pruning and export expect), and
+    the training memory goes back to the kernel."""
+    import ctypes
+
+    import torch
+
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    hooks = None if sample is None else channels_last_hooks(model, sample)
+    try:
+        yield torch.contiguous_format if hooks is None else torch.channels_last
+    finally:
+        if hooks is not None:
+            for hook in hooks:
+                hook.remove()
+            set_memory_format(model, torch.contiguous_format)
+        model.to("cpu")
+        if teacher is not None:
+            teacher.to("cpu")
+        if tune_malloc():
+            ctypes.CDLL(None).malloc_trim(0)
+
+
+def channels_last_hooks(model: Any, sample: torch.Tensor) -> list[Any] | None:
+    """Put `model` in channels_last memory format for training, when it is an image model and that is safe;
+    the forward pre-hooks to remove when done, or None (model left as it was).
+
+    oneDNN trains CNNs faster on CPU in channels_last (MobileNetV2/V3-digits 1.5-1.8x, ResNet-18-digits 1.1x
+    with its shortcuts below in NCHW: benchmarks/training_speed.py), but its AVX-512 1x1 stride-2 backward-weights kernel (jit_1x1, torch 2.13) corrupts memory in
+    channels_last: a crash (SIGSEGV, SIGABRT) or a silently wrong weight gradient whenever the batch does not
+    split evenly over the threads (odd batches with 2 threads, any batch but multiples of 4 with 4), seen
+    with 2-15 input channels (not 1 or 16 and more) on inputs from 14x14 up. Forward passes, input
+    gradients, stride 1 or 3, 3x3/5x5 and depthwise convolutions, and NCHW, were never affected. So every 1x1 strided Conv2d keeps NCHW weights and gets its input
+    in NCHW (a hook), and the model stays NCHW when a forward in channels_last fails (e.g. `.view` on
+    activations) or still runs a 1x1 strided convolution in channels_last (a functional one). Exported
+    graphs (GraphModule, QAT's prepared graph) and TorchScript stay NCHW: their convolutions have no module
+    to hold back, and QAT gains little (~10% on MobileNetV2-digits).
+    """
+    import torch
+    from torch import nn
+
+    if sample.ndim != 4 or any(
+        isinstance(m, (torch.fx.GraphModule, torch.jit.ScriptModule)) for m in model.modules()
+    ):
+        return None
+    set_memory_format(model, torch.channels_last)
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and _strided_1x1(m.weight, m.stride):
+            m.weight.data = m.weight.data.clone(memory_format=torch.contiguous_format)
+            hooks.append(m.register_forward_pre_hook(_nchw_input))
+    if _trains_safely(model, sample.contiguous(memory_format=torch.channels_last)):
+        return hooks
+    for hook in hooks:
+        hook.remove()
+    set_memory_format(model, torch.contiguous_format)
+    return None
+
+
+def set_memory_format(model: Any, memory_format: Any) -> None:
+    """Every 4-D parameter and buffer of `model` re-laid out in `memory_format`, keeping the tensor objects
+    (an optimizer's references stay valid). Not `Module.to(memory_format=...)`: it leaves 1x1 kernels alone,
+    whose NCHW and NHWC strides both count as contiguous, and convolutions follow their kernels' strides."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.ndim == 4:
+            t.data = t.data.clone(memory_format=memory_format)
+
+
+def _strided_1x1(weight: torch.Tensor, stride: Any) -> bool:
+    return (
+        tuple(weight.shape[-2:]) == (1, 1)
+        and max(stride if isinstance(stride, (tuple, list)) else [stride]) > 1
+    )
+
+
+def _nchw_input(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    import torch
+
+    return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+
+
+def _trains_safely(model: Any, sample: torch.Tensor) -> bool:
+    """Whether `model` runs on `sample` (eval mode, no gradients) with every 1x1 strided convolution (or
+    transposed one) on NCHW input and kernel: strides exactly NCHW's, so oneDNN takes its NCHW kernels."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    def nchw(t: torch.Tensor) -> bool:
+        return t.stride() == torch.empty(t.shape, device="meta").stride()
+
+    class Watch(TorchFunctionMode):
+        unsafe = False
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            kwargs = kwargs or {}
+            if func in (torch.conv2d, torch.conv_transpose2d):
+                call = dict(zip(("input", "weight", "bias", "stride"), args, strict=False)) | kwargs
+                if _strided_1x1(call["weight"], call.get("stride", 1)) and not (
+                    nchw(call["input"]) and nchw(call["weight"])
+                ):
+                    self.unsafe = True
+            return func(*args, **kwargs)
+
+    model.eval()
+    watch = Watch()
+    try:
+        with torch.no_grad(), watch:
+            model(sample)
+    except Exception:
+        return False
+    return not watch.unsafe
+
 
 def augment_batch(x: Any, *, shift: int, hflip: bool, channels_last: bool, generator: Any) -> Any:
     """A randomly translated (by up to `shift` pixels each way, edges repeated into the border) and, with
@@ -325,10 +520,8 @@ def augment_batch(x: Any, *, shift: int, hflip: bool, channels_last: bool, gener
         x = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
     if channels_last:
         return x.permute(0, 2, 3, 1).contiguous()
-    # Plain NCHW strides, also when one channel makes the gather's NHWC strides pass as contiguous: convs
-    # would otherwise run in channels_last, and oneDNN's AVX-512 1x1 stride-2 backward-weights kernel
-    # (torch 2.13) crashes on some channels_last shapes, e.g. Conv2d(8, 16, 1, stride=2) on a batch of
-    # 15 at 32x32, the last batch of a pruned ResNet-18 on digits.
+    # Plain NCHW strides, also when one channel makes the gather's NHWC strides pass as contiguous: `fit`
+    # chooses the memory format (see `channels_last_hooks`), the gather's strides must not choose it.
     return x.clone(memory_format=torch.contiguous_format)
 
 

@@ -45,9 +45,11 @@ class PruneConfig(StageConfig):
         description="channel: dependency-aware removal of output channels (Torch-Pruning DepGraph), "
         "kept consistent across residual adds, concatenations, depthwise/grouped convs, BN and linear layers. "
         "precrop: PreCropping (Cai et al. 2022): layer-wise densities from pruning-at-initialization scores "
-        "(criterion l1/l2 = magnitude, snip or synflow) thresholded globally, turned into per-group channel "
-        "keep ratios (log-space least squares) and scaled to the macs_target or params_target; for an "
-        "untrained model before train, or a trained one before distill.",
+        "(criterion magnitude (= l1/l2), snip or synflow) thresholded globally, turned into per-group channel "
+        "keep ratios (log-space least squares) and scaled to the macs_target, params_target or latency budget "
+        "(by the latency model's prediction); each group keeps its channels of highest summed score. For an "
+        "untrained model before train (the report then compares with the unpruned model trained by the same "
+        "recipe, see `reference`), or a trained one before distill.",
     )
     ratio: float | None = Field(
         default=None,
@@ -95,12 +97,21 @@ class PruneConfig(StageConfig):
     max_layer_ratio: float = Field(
         default=0.9, gt=0, lt=1, description="With global ranking, the most any one layer may lose."
     )
-    criterion: Literal["l1", "l2", "taylor", "bn_scale", "snip", "synflow"] = Field(
+    criterion: Literal["l1", "l2", "taylor", "bn_scale", "magnitude", "snip", "synflow"] = Field(
         default="l1",
         description="Channel importance: l1/l2 weight magnitude, taylor (first-order, |w * grad| on training "
         "batches), or bn_scale (|gamma| of the following BatchNorm, as in Network Slimming). With method "
-        "precrop, the per-weight pruning-at-initialization score: l1/l2 (magnitude |w|), snip (|w * dL/dw| "
-        "on taylor_batches training batches) or synflow (data-free synaptic flow).",
+        "precrop, the per-weight pruning-at-initialization score: magnitude (|w|; l1 and l2 mean the same), snip "
+        "(|w * dL/dw| on taylor_batches training batches) or synflow (data-free synaptic flow).",
+    )
+    reference: str | None = Field(
+        default=None,
+        description="method precrop before the first train stage: the unpruned model trained by the same "
+        "recipe, as a model file in any form model.source accepts (e.g. a previous build's model.pt2), "
+        "evaluated on this build's test and val splits; the report states the accuracy cost of cropping "
+        "against it. Default: the build trains it alongside (the recipe's stages without this one, same seed "
+        "and data, not exported). A python entry, a TorchScript file or a pickle runs code when loaded: only "
+        "give files you trust.",
     )
     round_to: int | Literal["auto"] | None = Field(
         default=None,
@@ -130,25 +141,32 @@ class PruneConfig(StageConfig):
     def _one_target(self) -> PruneConfig:
         if isinstance(self.round_to, int) and self.round_to < 1:
             raise ValueError(f"round_to must be at least 1 or 'auto' (got {self.round_to})")
-        if self.criterion in ("snip", "synflow") and self.method != "precrop":
+        if self.criterion in ("magnitude", "snip", "synflow") and self.method != "precrop":
             raise ValueError(
                 f"criterion {self.criterion} scores single weights at initialization: it needs method: precrop "
                 "(method channel ranks channels by l1, l2, taylor or bn_scale)"
             )
+        if self.reference is not None and self.method != "precrop":
+            raise ValueError("reference is the trained unpruned model of a precrop: it needs method: precrop")
         if self.method == "precrop":
-            if self.ratio is not None or self.latency or self.layer_ratios:
+            if self.ratio is not None or self.layer_ratios:
                 raise ValueError(
-                    "method precrop chooses every layer's ratio from its scores: give a macs_target or a "
-                    "params_target, not ratio, latency or layer_ratios"
+                    "method precrop chooses every layer's ratio from its scores: give a macs_target, a "
+                    "params_target or a latency budget, not ratio or layer_ratios"
                 )
-            if self.macs_target is None and self.params_target is None:
-                raise ValueError("method precrop needs a macs_target or a params_target")
-            if self.criterion not in ("l1", "l2", "snip", "synflow"):
+            if self.macs_target is None and self.params_target is None and not self.latency:
+                raise ValueError("method precrop needs a macs_target, a params_target or a latency budget")
+            if self.criterion not in ("l1", "l2", "magnitude", "snip", "synflow"):
                 raise ValueError(
-                    f"method precrop scores weights by l1/l2 (magnitude), snip or synflow, not {self.criterion}"
+                    f"method precrop scores weights by magnitude (l1/l2), snip or synflow, not {self.criterion}"
                 )
             if self.global_ranking:
                 raise ValueError("method precrop ranks weights globally itself: drop global_ranking")
+            if self.round_to == "auto":
+                raise ValueError(
+                    "method precrop does not take round_to auto (its snap re-crops by l1, not by the PaI "
+                    "scores): give an integer round_to"
+                )
         given = [k for k in ("ratio", "macs_target", "params_target") if getattr(self, k) is not None]
         if self.latency:
             given.append("latency")
@@ -158,7 +176,12 @@ class PruneConfig(StageConfig):
             )
         if not given and not self.layer_ratios:
             raise ValueError("give a ratio, a macs_target, a params_target, a latency budget or layer_ratios")
-        if self.latency and (self.layer_ratios or self.global_ranking or self.round_to is not None):
+        # precrop rejects those itself above, and applies an integer round_to to its own widths
+        if (
+            self.latency
+            and self.method == "channel"
+            and (self.layer_ratios or self.global_ranking or self.round_to is not None)
+        ):
             raise ValueError(
                 "latency budgets choose every group's width themselves (plateau edges on the target): drop "
                 "layer_ratios, global_ranking and round_to"
@@ -179,6 +202,7 @@ class PruneStage(Stage):
     - {type: prune, criterion: taylor, latency: {export: tflite-int8, speedup: 2.5}, iterative_steps: 3,
        finetune_epochs: 2}                                            # a budget measured on the device
     - {type: prune, method: precrop, criterion: synflow, macs_target: 0.3}  # PreCropping, before train
+    - {type: prune, method: precrop, criterion: snip, latency: {export: tflite-int8, speedup: 2}}
     ```
     """
 

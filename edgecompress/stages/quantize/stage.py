@@ -23,6 +23,7 @@ QAT_ONLY = (
     "freeze_observers_after",
     "freeze_bn_after",
     "keep_best",
+    "device",
 )
 
 
@@ -80,6 +81,11 @@ class QuantizeConfig(StageConfig):
     keep_best: bool = Field(
         default=True,
         description="QAT: keep the weights with the best validation accuracy (of the int8 model).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="QAT: where to train: auto (cuda when torch sees a GPU, else cpu), cpu or cuda (an error "
+        "without one). The model comes back on the cpu.",
     )
     keep_float: list[str] = Field(
         default_factory=list,

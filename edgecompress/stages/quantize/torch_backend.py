@@ -229,7 +229,8 @@ def _zeros_kept(model: nn.Module) -> Iterator[int]:
             zeros = int((~mask).sum())
             if zeros:
                 held += zeros
-                handles.append(p.register_hook(lambda g, m=mask: g * m))
+                # the mask follows the gradient to the device `fit` trains on
+                handles.append(p.register_hook(lambda g, m=mask: g * m.to(g.device)))
     try:
         yield held
     finally:
