@@ -148,9 +148,9 @@ class Bench:
         self.factory, self.model_name = MODELS[model_key]
         self.shape = [1, 1, 32, 32]
         work.mkdir(parents=True, exist_ok=True)
-        probe = make_context(self._recipe("[]", seed=0), work, None, ui)  # type: ignore[arg-type]
-        self.data = load_data(probe.recipe.data, work / "recipe.yaml", seed=0)
-        self.adapter = probe.adapter
+        self.probe = make_context(self._recipe("[]", seed=0), work, None, ui)  # type: ignore[arg-type]
+        self.data = load_data(self.probe.recipe.data, work / "recipe.yaml", seed=0)
+        self.adapter = self.probe.adapter
         self.calibration = np.ascontiguousarray(self.data.calibration.x)
 
     def _recipe(self, stages: str, *, seed: int) -> str:
@@ -166,34 +166,23 @@ class Bench:
             f"devices: [desktop]\nprofile: {{threads: {s.threads}}}\n"
         )
 
-    def fresh(self, seed: int = 0) -> Any:
-        import torch
-        from architectures import mobilenet_v2_digits, mobilenet_v3_small_digits
-
-        torch.manual_seed(seed)
-        factory = {
-            "mobilenet_v2_digits": mobilenet_v2_digits,
-            "mobilenet_v3_small_digits": mobilenet_v3_small_digits,
-        }
-        return factory[self.factory](width=self.s.width)
+    def fresh(self) -> Any:
+        """The untrained network, as a build loads the recipe's model (the same weights every time)."""
+        return self.adapter.load(self.probe.recipe.model, self.probe.recipe_path)
 
     def stages(
         self, model: Any, stages: list[str], *, seed: int, teacher: Any, where: str
     ) -> tuple[Any, Any]:
         """The recipe stages applied as a build applies them (prechecks first), on this bench's data."""
-        from edgecompress.registry import STAGES
+        from edgecompress.stages.base import precheck_stages, run_stage
 
         out = self.work / where
         out.mkdir(parents=True, exist_ok=True)
         ctx = make_context(self._recipe("[" + ", ".join(stages) + "]", seed=seed), out, self.data, self.ui)
         ctx.teacher = teacher
-        configs = list(ctx.recipe.stages)
-        for i, config in enumerate(configs):
-            ctx.current_stage = i
-            STAGES.get(config.type)(config).precheck(model, ctx, i)
-        for i, config in enumerate(configs):
-            ctx.current_stage = i
-            model = STAGES.get(config.type)(config).apply(model, ctx)
+        precheck_stages(model, ctx)
+        for i, config in enumerate(ctx.recipe.stages):
+            model = run_stage(config, i, model, ctx)
         return model, ctx
 
     def export_int8(self, model: Any, ctx: Any, where: str) -> dict[str, Any]:
@@ -208,7 +197,7 @@ class Bench:
         return out
 
     def test_accuracy(self, model: Any) -> float:
-        return float((self.adapter.predict(model, self.data.test.x).argmax(1) == self.data.test.y).mean())
+        return self.adapter.accuracy(model, self.data.test)
 
     def distill(self, epochs: int) -> str:
         s = self.s
@@ -278,7 +267,7 @@ class Bench:
         )
         train = f"{{type: train, epochs: {s.base_epochs + s.finetune_epochs}, lr: {s.lr}}}"
         t = time.perf_counter()
-        model, _ = self.stages(self.fresh(0), [crop, train], seed=0, teacher=None, where=variant.key)
+        model, _ = self.stages(self.fresh(), [crop, train], seed=0, teacher=None, where=variant.key)
         self._finish(variant, model, 0, t)
         return variant
 
@@ -286,7 +275,7 @@ class Bench:
         """Every variant of one network, then all of its artifacts timed together."""
         s, ui = self.s, self.ui
         t0 = time.perf_counter()
-        base = self.fresh(0)
+        base = self.fresh()
         ui.info(f"[bold]{self.model_name}[/bold]: training the unpruned model for {s.base_epochs} epochs")
         base, _ = self.stages(
             base,
@@ -321,23 +310,15 @@ class Bench:
             f"[bold]{self.model_name}[/bold]: timing {len(variants)} models on both runtimes ({s.rounds} interleaved rounds)"
         )
         meter = RuntimeMeter(threads=s.threads, runs=s.runs, warmup=s.warmup, rounds=s.rounds, ui=ui)
-        for runtime in RUNTIMES:
-            timings = meter.timings({v.key: v.artifacts[runtime] for v in variants})
-            for v in variants:
-                v.timing[runtime] = timings[v.key]
-                v.accuracy[runtime] = meter.accuracy(
-                    v.artifacts[runtime], self.data.test, self.data.num_classes
-                )
+        self._measure(meter, variants)
         seeds = self._seed_twins(variants, base)
         if seeds:  # the baselines nearest the seed budget, again with seed 1, timed with their seed-0 twins
-            twins = [v for v in variants if (v.method, v.knob, 0) in {(w.method, w.knob, 0) for w in seeds}]
-            for runtime in RUNTIMES:
-                timings = meter.timings({v.key: v.artifacts[runtime] for v in seeds + twins})
-                for v in seeds:
-                    v.timing[runtime] = timings[v.key]
-                    v.accuracy[runtime] = meter.accuracy(
-                        v.artifacts[runtime], self.data.test, self.data.num_classes
-                    )
+            twins = [
+                v
+                for v in variants
+                if v.seed == 0 and (v.method, v.knob) in {(w.method, w.knob) for w in seeds}
+            ]
+            self._measure(meter, seeds, beside=twins)
             variants += seeds
         return {
             "model": self.model_name,
@@ -349,6 +330,17 @@ class Bench:
             "variants": variants,
             "unreachable": unreachable,
         }
+
+    def _measure(self, meter: RuntimeMeter, variants: list[Variant], beside: list[Variant] = ()) -> None:
+        """Each variant's artifacts timed in interleaved rounds (with `beside`, timed again only to share the
+        rounds) and run on the test split, per runtime."""
+        for runtime in RUNTIMES:
+            timings = meter.timings({v.key: v.artifacts[runtime] for v in [*variants, *beside]})
+            for v in variants:
+                v.timing[runtime] = timings[v.key]
+                v.accuracy[runtime] = meter.accuracy(
+                    v.artifacts[runtime], self.data.test, self.data.num_classes
+                )
 
     def _seed_twins(self, variants: list[Variant], base: Any) -> list[Variant]:
         """Seed-1 runs of the uniform and hand-chain points nearest the seed budget's build on

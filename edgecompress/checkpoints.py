@@ -52,8 +52,6 @@ def stage_keys(recipe: Recipe, recipe_path: Path) -> list[str]:
     the model section and the bytes of the files it names, the data section, the seed, the stage configs up to
     it, and the export, devices and profile sections once a stage up to it measures the export targets."""
     dump = recipe.model_dump(mode="json")
-    # each stage config by its own class: a dump of the recipe has only the fields of StageConfig ('type')
-    dump["stages"] = [config.model_dump(mode="json") for config in recipe.stages]
     base = {
         "format": FORMAT,
         "versions": package_versions("edgecompress", recipe.model.resolved_framework),

@@ -30,6 +30,8 @@ from edgecompress.recipe import ExportSpec, Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, import_object
 from edgecompress.report import ArtifactResult, CrossRuntime, GateResult, Report, Step
 from edgecompress.specs import DeviceProfile, load_device
+from edgecompress.stages.base import precheck_stages, run_stage
+from edgecompress.stages.prune import precrop_reference
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,7 @@ class _Build:
     ) -> Step:
         adapter, data = ctx.adapter, ctx.data
         stats = adapter.stats(model, ctx.input_shape)
-        test = float((adapter.predict(model, data.test.x).argmax(1) == data.test.y).mean())
-        val = float((adapter.predict(model, data.val.x).argmax(1) == data.val.y).mean())
+        test, val = adapter.accuracy(model, data.test), adapter.accuracy(model, data.val)
         step = Step(
             name=name,
             stage_type=stage_type,
@@ -195,28 +196,22 @@ class _Build:
         float_model = model
         # resumed before the prechecks: it restores what they would measure again (latency budget references)
         resumed = self.checkpoints.resume(ctx) if self.resume else None
-        for i, config in enumerate(self.recipe.stages):  # input errors found before any training
-            ctx.current_stage = i
-            STAGES.get(config.type)(config).precheck(model, ctx, i)
+        precheck_stages(model, ctx)
         if resumed is not None:  # no stage after a quantize one is checkpointed: the model is a float one
             steps += resumed.steps
             model = float_model = resumed.model
             reference = resumed.reference or reference
         start = len(steps) - 1
         for i, config in enumerate(self.recipe.stages[start:], start=start):
-            stage = STAGES.get(config.type)(config)
-            if stage.compresses and ctx.teacher is None:
-                ctx.teacher = ctx.adapter.copy(model)
-                reference = steps[-1].name
-            ctx.current_stage = i
             self.ui.info(f"[bold]stage {i}: {config.type}[/bold]")
-            t = time.perf_counter()
-            trained = getattr(ctx.adapter, "trained_images", 0)
-            model = stage.apply(model, ctx)
+            t, trained, taught = time.perf_counter(), ctx.adapter.trained_images, ctx.teacher is not None
+            model = run_stage(config, i, model, ctx)
+            if not taught and ctx.teacher is not None:  # the reference is the model the teacher copies
+                reference = steps[-1].name
             if config.type != "quantize":
                 float_model = model
             name = f"{i}:{config.type}"
-            seconds, images = time.perf_counter() - t, getattr(ctx.adapter, "trained_images", 0) - trained
+            seconds, images = time.perf_counter() - t, ctx.adapter.trained_images - trained
             steps.append(self._step(ctx, model, name, config.type, seconds, ctx.notes.get(i, {}), images))
             self.checkpoints.save(i, ctx, model, steps[-1])
         if ctx.teacher is None:
@@ -479,7 +474,7 @@ class _Build:
         )
         t = time.perf_counter()
         steps, reference, models = self._run_stages(ctx, model)
-        cropping = import_object("edgecompress.stages.prune.precrop_reference:measure")(ctx, steps)
+        cropping = precrop_reference.measure(ctx, steps)
         phases = {"stages": time.perf_counter() - t}
         t = time.perf_counter()
         adapter.save(models.final, self.tmp / "model.pt2", list(recipe.model.input_shape))

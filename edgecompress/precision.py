@@ -388,24 +388,21 @@ class Planner:
         if len(val) == 0:
             return ops, {}
 
-        def accuracy(model: Any) -> float:
-            return float((adapter.predict(model, val.x).argmax(1) == val.y).mean())
-
-        reference = accuracy(self.float_model)
-        current = accuracy(self.derive(ops))
+        reference = adapter.accuracy(self.float_model, val)
+        current = adapter.accuracy(self.derive(ops), val)
         scores = {"float model": round(reference, 4), "plan": round(current, 4)}
         if budget is None or reference - current <= budget + 1e-12:
             return ops, scores
         candidates = [c.node for c in choices if c.kind in WEIGHT_KINDS and ops.get(c.node, "int8") == "int8"]
         gains = {}
         for node in candidates:
-            gains[node] = accuracy(self.derive({**ops, node: "float"})) - current
+            gains[node] = adapter.accuracy(self.derive({**ops, node: "float"}), val) - current
         ops = dict(ops)
         for node in sorted(gains, key=lambda n: -gains[n]):
             if reference - current <= budget + 1e-12 or gains[node] <= 0:
                 break
             ops[node] = "float"
-            current = accuracy(self.derive(ops))
+            current = adapter.accuracy(self.derive(ops), val)
             self.ui.info(f"  {node}: int8 cost accuracy; kept float (plan val accuracy now {current:.4f})")
         scores["plan"] = round(current, 4)
         scores["layers kept float for accuracy"] = float(sum(1 for n in candidates if ops.get(n) == "float"))

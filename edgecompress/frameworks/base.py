@@ -11,7 +11,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from edgecompress.console import UI
-    from edgecompress.data import DataBundle
+    from edgecompress.data import DataBundle, Split
     from edgecompress.recipe import DataSpec, ModelSpec
 
 
@@ -105,6 +105,10 @@ class FrameworkAdapter(Protocol):
 
     def predict(self, model: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
         """Logits for a float32 array in the model's layout."""
+
+    def accuracy(self, model: Any, split: Split) -> float:
+        """Top-1 accuracy of `model` on a data split."""
+        return float((self.predict(model, split.x).argmax(1) == split.y).mean())
 
     def latency_layers(self, model: Any, input_shape: list[int]) -> list[Any]:
         """The model's computing ops, each able to give the `OpGraph` the latency model measures."""

@@ -6,9 +6,9 @@ A stage module (`stages/<name>/stage.py`) imports no framework. Its framework co
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -19,6 +19,27 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
+
+
+#: The training fields of the train, distill and quantize (QAT) configs that are declared alike.
+TrainDevice = Annotated[
+    Literal["auto", "cpu", "cuda"],
+    Field(
+        default="auto",
+        description="Where to train: auto (cuda when torch sees a GPU, else cpu), cpu or cuda (an error "
+        "without one). The model comes back on the cpu.",
+    ),
+]
+ChannelsLast = Annotated[
+    bool,
+    Field(
+        default=False,
+        description="Train in channels_last memory format on CPU (image models in NCHW): oneDNN runs "
+        "MobileNet-style CNNs 1.7-2.0x faster so (benchmarks/training_speed.py), 1x1 strided convolutions kept "
+        "in NCHW (an oneDNN AVX-512 bug). Off by default: it changes the trained weights' rounding, and "
+        "integration tests of the int8 float forms have not yet been shown to pass on models trained so.",
+    ),
+]
 
 
 class Stage:
@@ -42,3 +63,24 @@ class Stage:
 
         backend = resolve_backend(self, ctx.framework)
         return backend(model, self.config, ctx)
+
+
+def precheck_stages(model: Any, ctx: RunContext) -> None:
+    """Every stage's pre-check, in order, before any stage runs: input errors before any training."""
+    from edgecompress.registry import STAGES
+
+    for i, config in enumerate(ctx.recipe.stages):
+        ctx.current_stage = i
+        STAGES.get(config.type)(config).precheck(model, ctx, i)
+
+
+def run_stage(config: StageConfig, index: int, model: Any, ctx: RunContext) -> Any:
+    """Stage `index` of the recipe applied as a build applies it: the model entering the first compressing
+    stage becomes `ctx.teacher` (distillation's default teacher) unless one is set; returns the new model."""
+    from edgecompress.registry import STAGES
+
+    stage = STAGES.get(config.type)(config)
+    if stage.compresses and ctx.teacher is None:
+        ctx.teacher = ctx.adapter.copy(model)
+    ctx.current_stage = index
+    return stage.apply(model, ctx)

@@ -77,6 +77,24 @@ def test_compare_and_targets():
     hits = budget_suite.budget_hits(s, result)
     assert [h["met"] for h in hits] == [True, True]  # 2.0 vs 2.0 ms; 1.02 vs 1.0 ms (+2%)
     lines = "\n".join(budget_suite.targets(s, [result]))
-    assert "At least as accurate as (a) and (b) at every budget: 4 of 4" in lines and "**holds**" in lines
+    assert "at every budget: 4 of 4 comparable (budget, runtime) points — **holds**" in lines
     assert "+1 pt over both at 3x and 4x on at least one model: 2 of 2 points — **holds**" in lines
-    assert "Budget met within +5% in ≥90% of builds: 2 of 2" in lines
+    assert (
+        "Budget met within +5% in ≥90% of builds: 2 of 2; also within 15% below: 2 of 2 — **holds**" in lines
+    )
+
+
+def test_a_missed_budget_fails_the_target():
+    variants = [
+        _variant("unpruned", 1.0, 4.0, 0.93),
+        _variant("budget", 2.0, 2.0, 0.91),
+        _variant("budget", 4.0, 1.1, 0.85),
+    ]
+    result = {"model": "m", "variants": variants}
+    s = _settings(budgets=(2.0, 4.0), budget_exports=("tflite-int8",))
+    assert [h["met"] for h in budget_suite.budget_hits(s, result)] == [True, False]  # 1.1 ms vs 1.0: +10%
+    lines = "\n".join(budget_suite.targets(s, [result]))
+    assert (
+        "Budget met within +5% in ≥90% of builds: 1 of 2; also within 15% below: 1 of 2 — **does not hold**"
+        in lines
+    )

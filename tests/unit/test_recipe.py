@@ -34,6 +34,14 @@ def test_stage_configs_are_typed_and_frozen():
         stage.ratio = 0.1  # type: ignore[misc]
 
 
+def test_stage_settings_are_in_the_dump_and_the_hash():
+    """The lock file and recipe_hash carry every stage setting, not only each stage's type."""
+    half = parse_recipe(BASE + "stages:\n  - {type: prune, ratio: 0.5}\n", source="r.yaml")
+    third = parse_recipe(BASE + "stages:\n  - {type: prune, ratio: 0.3}\n", source="r.yaml")
+    assert half.model_dump(mode="json")["stages"][0]["ratio"] == 0.5
+    assert half.content_hash() != third.content_hash()
+
+
 def test_unknown_top_level_key_names_line_and_suggests():
     msg = _error(BASE + "stagse: []\n")
     assert msg.startswith("r.yaml:6: stagse: unknown key 'stagse' (did you mean 'stages'?)")

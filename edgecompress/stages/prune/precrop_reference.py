@@ -47,8 +47,7 @@ def measure(ctx: RunContext, steps: list[Step]) -> PrecropReference | None:
     model = _load(ctx, given, cropped[0]) if given else _train_alongside(ctx, cropped)
     adapter, data = ctx.adapter, ctx.data
     stats = adapter.stats(model, ctx.input_shape)
-    test = float((adapter.predict(model, data.test.x).argmax(1) == data.test.y).mean())
-    val = float((adapter.predict(model, data.val.x).argmax(1) == data.val.y).mean())
+    test, val = adapter.accuracy(model, data.test), adapter.accuracy(model, data.val)
     pruned = next(s for s in reversed(steps) if s.stage_type != "quantize")
     result = PrecropReference(
         source=given or ALONGSIDE,
@@ -85,7 +84,7 @@ def _load(ctx: RunContext, source: str, index: int) -> Any:
 def _train_alongside(ctx: RunContext, cropped: list[int]) -> Any:
     """The recipe's stages but the precrop (and quantize) ones, on a fresh load of the model, in a context
     of their own (notes, teacher and quantization state of the build stay as they are)."""
-    from edgecompress.registry import STAGES
+    from edgecompress.stages.base import run_stage
 
     stages = [(i, s) for i, s in enumerate(ctx.recipe.stages) if i not in cropped and s.type != "quantize"]
     epochs = sum(getattr(s, "epochs", 0) for _, s in stages)
@@ -95,9 +94,5 @@ def _train_alongside(ctx: RunContext, cropped: list[int]) -> Any:
     )
     model = ctx.adapter.load(ctx.recipe.model, ctx.recipe_path)
     for i, config in stages:
-        stage = STAGES.get(config.type)(config)
-        if stage.compresses and side.teacher is None:  # as the build: the model entering the first one
-            side.teacher = ctx.adapter.copy(model)
-        side.current_stage = i
-        model = stage.apply(model, side)
+        model = run_stage(config, i, model, side)
     return model

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,23 +166,28 @@ class _Plan:
         ratio: float,
         *,
         widths: dict[Any, float] | None = None,
-        criterion: str | None = None,
+        criterion: str | Callable[[Any], Any] | None = None,
     ) -> None:
         """Prune `model` in place at `ratio` (uniform per layer, or global with global_ranking); with
         `widths` (module -> ratio that leaves an exact width) only those groups, locally, in one step.
-        `criterion` overrides the recipe's (a trial whose shape alone matters needs no gradients)."""
+        `criterion` overrides the recipe's: a criterion name (a trial whose shape alone matters needs no
+        gradients), or a function of a Torch-Pruning group giving its channels' scores (PreCropping's)."""
         import torch
         import torch_pruning as tp
 
         config = self.config
         criterion = criterion or config.criterion
         modules = dict(model.named_modules())
-        importance = {
-            "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-            "l2": lambda: tp.importance.MagnitudeImportance(p=2),
-            "taylor": lambda: tp.importance.TaylorImportance(),
-            "bn_scale": lambda: tp.importance.BNScaleImportance(),
-        }[criterion]()
+        importance = (
+            criterion
+            if callable(criterion)
+            else {
+                "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+                "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+                "taylor": lambda: tp.importance.TaylorImportance(),
+                "bn_scale": lambda: tp.importance.BNScaleImportance(),
+            }[criterion]()
+        )
         importance = _TieBreak(importance, seed=self.ctx.seed)
         ratio_dict = {tuple(modules[n] for n in names): r for names, r in self.layer_ratios.values()}
         steps = 1 if widths is not None else config.iterative_steps

@@ -314,7 +314,7 @@ class Solver:
         return f"the slowest layer is {layers[k].module or layers[k].node} ({layers[k].kind}, {times[k] * target.scale:.3f} ms)"
 
 
-def _references(model: Any, targets: list[Target], solver: Solver, ctx: RunContext) -> None:
+def time_references(model: Any, targets: list[Target], solver: Solver, ctx: RunContext) -> None:
     """Each target's unpruned latency, measured (exported and timed; once per build: the pre-check before
     training leaves it in `ctx.budget_references`), its raw prediction and its budget in ms."""
     missing = [t for t in targets if t.label not in ctx.budget_references]
@@ -344,7 +344,7 @@ def precheck(model: Any, config: PruneConfig, ctx: RunContext, index: int) -> No
     plan = make_plan(model, config, ctx)
     targets = targets_of(config, ctx)
     solver = Solver(plan, ctx, targets, out_channels(model))
-    _references(model, targets, solver, ctx)
+    time_references(model, targets, solver, ctx)
     for j, t in enumerate(targets):
         if t.target_ms >= t.reference_ms:
             continue
@@ -371,10 +371,10 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
     targets = targets_of(config, ctx)
     original = out_channels(model)
     solver = Solver(plan, ctx, targets, original)
-    _references(model, targets, solver, ctx)
+    time_references(model, targets, solver, ctx)
     if all(t.target_ms >= t.reference_ms for t in targets):
         ctx.ui.warn("prune: the unpruned model already meets every latency budget; nothing pruned")
-        ctx.note("latency_budgets", [_budget_note(t) for t in targets])
+        ctx.note("latency_budgets", [budget_note(t) for t in targets])
         return model
     for t in targets:
         ctx.ui.info(
@@ -438,7 +438,7 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
                 t.predicted_ms.append(predicted[t.label])
     finally:
         meter.close()
-    ctx.note("latency_budgets", [_budget_note(t) for t in targets])
+    ctx.note("latency_budgets", [budget_note(t) for t in targets])
     ctx.note(
         "width_plan",
         {root: [original.get(root), keep] for root, keep in widths.items() if keep != original.get(root)},
@@ -474,7 +474,7 @@ def _finetune(model: Any, config: PruneConfig, ctx: RunContext, step: int) -> No
     ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed + step, ui=ctx.ui)
 
 
-def _budget_note(t: Target) -> dict[str, Any]:
+def budget_note(t: Target) -> dict[str, Any]:
     measured = t.measured_ms[-1] if t.measured_ms else None
     return {
         "target": t.label,
@@ -497,13 +497,13 @@ def plan_widths(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str, A
     targets = targets_of(config, ctx)
     original = out_channels(model)
     solver = Solver(plan, ctx, targets, original)
-    _references(model, targets, solver, ctx)
+    time_references(model, targets, solver, ctx)
     binding = min(targets, key=lambda t: t.relative)
     widths, predicted = solver.step(copy.deepcopy(model), binding.relative)
     for t in targets:
         t.predicted_ms.append(predicted[t.label])
     return {
-        "budgets": [_budget_note(t) for t in targets],
+        "budgets": [budget_note(t) for t in targets],
         "widths": {root: [original.get(root), keep] for root, keep in widths.items()},
     }
 

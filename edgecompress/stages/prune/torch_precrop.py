@@ -98,11 +98,11 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
 
         budgets = torch_budget.targets_of(config, ctx)
         solver = torch_budget.Solver(plan, ctx, budgets, out_channels(model))
-        torch_budget._references(model, budgets, solver, ctx)
+        torch_budget.time_references(model, budgets, solver, ctx)
         binding = min(budgets, key=lambda t: t.relative)
         if binding.relative >= 1:
             ctx.ui.warn("prune: the unpruned model already meets every latency budget; nothing cropped")
-            ctx.note("latency_budgets", [torch_budget._budget_note(t) for t in budgets])
+            ctx.note("latency_budgets", [torch_budget.budget_note(t) for t in budgets])
             return model
         ctx.budget_unpruned = copy.deepcopy(model)  # the build exports it as each budget's reference
         floor = solver.floor(model)
@@ -180,7 +180,7 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
     if budgets:
         for t in budgets:
             t.predicted_ms.append(solver.predict(best, t))
-        ctx.note("latency_budgets", [torch_budget._budget_note(t) for t in budgets])
+        ctx.note("latency_budgets", [torch_budget.budget_note(t) for t in budgets])
     ctx.note(
         "precrop",
         {
@@ -208,27 +208,15 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
 
 
 def crop(model: Any, widths: dict[str, int], ranked: dict[str, Any], plan: _Plan) -> Any:
-    """A copy of `model` cropped to `widths` (group root -> channels) in one Torch-Pruning step (as
-    `_Plan.apply` with widths), each group keeping its channels of highest score in `ranked`."""
-    import torch
-
-    from edgecompress.stages.prune.torch_backend import _pruner_class, _TieBreak
-
-    shape = [1, *plan.ctx.input_shape[1:]]
+    """A copy of `model` cropped to `widths` (group root -> channels) in one Torch-Pruning step, each group
+    keeping its channels of highest score in `ranked`."""
     cropped = copy.deepcopy(model)
-    modules = dict(cropped.named_modules())
-    names = {m: n for n, m in modules.items()}
-    pruner = _pruner_class()(
-        cropped,
-        torch.zeros(shape),
-        importance=_TieBreak(lambda group: ranked.get(names[group[0].dep.target.module]), seed=plan.ctx.seed),
-        pruning_ratio=0.0,
-        pruning_ratio_dict=torch_widths.widths_pruner(cropped, widths, out_channels(cropped)) or None,
-        ignored_layers=[modules[n] for n in plan.ignored],
-        round_to=plan.config.round_to if isinstance(plan.config.round_to, int) else 1,
-    )
-    pruner.step()
-    cropped.zero_grad(set_to_none=True)
+    names = {m: n for n, m in cropped.named_modules()}
+    ratios = torch_widths.widths_pruner(cropped, widths, out_channels(cropped))
+    if ratios:
+        plan.apply(
+            cropped, 0.0, widths=ratios, criterion=lambda group: ranked.get(names[group[0].dep.target.module])
+        )
     return cropped.eval()
 
 

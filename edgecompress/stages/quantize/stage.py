@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from edgecompress.stages.base import Stage, StageConfig
+from edgecompress.stages.base import Stage, StageConfig, TrainDevice
 
 WEIGHT_SCHEME = "int8 symmetric per output channel (range -127..127)"
 ACTIVATION_SCHEME = "int8 per tensor (affine, -128..127)"
@@ -82,11 +82,7 @@ class QuantizeConfig(StageConfig):
         default=True,
         description="QAT: keep the weights with the best validation accuracy (of the int8 model).",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto",
-        description="QAT: where to train: auto (cuda when torch sees a GPU, else cpu), cpu or cuda (an error "
-        "without one). The model comes back on the cpu.",
-    )
+    device: TrainDevice
     keep_float: list[str] = Field(
         default_factory=list,
         description="Module-name globs whose layers stay float (e.g. ['fc'] for the classifier); "

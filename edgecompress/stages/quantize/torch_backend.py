@@ -274,7 +274,7 @@ def _report_float_fallbacks(ops: list[tuple[str, str]], ctx: RunContext) -> None
 
 def _accuracy(ctx: RunContext, model: Any) -> float:
     val = ctx.data.val if len(ctx.data.val) else ctx.data.test
-    return float((ctx.adapter.predict(model, val.x).argmax(1) == val.y).mean())
+    return ctx.adapter.accuracy(model, val)
 
 
 def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from edgecompress.stages.base import Stage, StageConfig
+from edgecompress.stages.base import ChannelsLast, Stage, StageConfig, TrainDevice
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -25,18 +25,8 @@ class TrainConfig(StageConfig):
         default=0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy."
     )
     keep_best: bool = Field(default=True, description="Keep the weights with the best validation accuracy.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto",
-        description="Where to train: auto (cuda when torch sees a GPU, else cpu), cpu or cuda (an error "
-        "without one). The model comes back on the cpu.",
-    )
-    channels_last: bool = Field(
-        default=False,
-        description="Train in channels_last memory format on CPU (image models in NCHW): oneDNN runs "
-        "MobileNet-style CNNs 1.7-2x faster so (benchmarks/training_speed.py), 1x1 strided convolutions kept "
-        "in NCHW (an oneDNN AVX-512 bug). Off by default: it changes the trained weights' rounding, and "
-        "integration tests of the int8 float forms have not yet been shown to pass on models trained so.",
-    )
+    device: TrainDevice
+    channels_last: ChannelsLast
 
 
 class TrainStage(Stage):
