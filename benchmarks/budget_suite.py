@@ -1,6 +1,7 @@
 """Issue 10's benchmark: latency-budget pruning against the other ways to a smaller model, on digits-deformed.
 
     .venv/bin/python benchmarks/budget_suite.py           # the timed run (`make bench-budget`, < 60 min, 2 cores)
+    .venv/bin/python benchmarks/budget_suite.py --models mnv2 mnv3  # both models at the timed settings (~90 min)
     .venv/bin/python benchmarks/budget_suite.py --long    # the longer run: both models, more data and epochs
     .venv/bin/python benchmarks/budget_suite.py --quick   # a smoke check (tiny data, 1 epoch)
 
@@ -88,7 +89,7 @@ class Settings:
     quick: bool
     long: bool
     models: tuple[str, ...]
-    width: float
+    widths: dict[str, float]  # model key -> width multiplier
     train: int
     val: int
     test: int
@@ -146,6 +147,7 @@ class Bench:
 
         self.s, self.ui, self.work = s, ui, work
         self.factory, self.model_name = MODELS[model_key]
+        self.width = s.widths[model_key]
         self.shape = [1, 1, 32, 32]
         work.mkdir(parents=True, exist_ok=True)
         self.probe = make_context(self._recipe("[]", seed=0), work, None, ui)  # type: ignore[arg-type]
@@ -157,7 +159,7 @@ class Bench:
         s = self.s
         return (
             f"name: bench-budget\nseed: {seed}\n"
-            f"model: {{source: '{ARCHITECTURES}:{self.factory}', kwargs: {{width: {s.width}}}, input_shape: [1, 1, 32, 32]}}\n"
+            f"model: {{source: '{ARCHITECTURES}:{self.factory}', kwargs: {{width: {self.width}}}, input_shape: [1, 1, 32, 32]}}\n"
             "data: {dataset: digits-deformed, image_size: [32, 32], channels: 1, "
             f"normalize: {{mean: [0.5], std: [0.5]}}, batch_size: {s.batch_size}, "
             f"deformed: {{train: {s.train}, val: {s.val}, test: {s.test}}}}}\n"
@@ -322,6 +324,7 @@ class Bench:
             variants += seeds
         return {
             "model": self.model_name,
+            "width": self.width,
             "macs": self.adapter.stats(base, self.shape).macs,
             "base_accuracy": base_accuracy,
             "base_seconds": base_seconds,
@@ -465,12 +468,12 @@ def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: flo
     lines = [
         SECTION,
         "",
-        f"Written by `benchmarks/budget_suite.py{' --long' if s.long else ''}{' --quick' if s.quick else ''}` "
+        f"Written by `{' '.join(['benchmarks/budget_suite.py', *sys.argv[1:]])}` "
         f"(`make bench-budget`), {stamp}, in {seconds / 60:.1f} min. {machine_line()}.  ",
         f"{versions_line()}.",
         "",
         f"Setup: digits-deformed at 32x32 ({s.train:,} train / {s.val:,} val / {s.test:,} test images), width "
-        f"{s.width}; the unpruned model trained {s.base_epochs} epochs (AdamW, lr {s.lr}, batch {s.batch_size}); "
+        f"{', '.join(f'{s.widths[m]} ({MODELS[m][1]})' for m in s.models)}; the unpruned model trained {s.base_epochs} epochs (AdamW, lr {s.lr}, batch {s.batch_size}); "
         f"every variant then trained {s.finetune_epochs} more epochs (distillation, alpha {s.alpha}, T 4; the "
         f"hand chain: cross-entropy) and quantized by PTQ; the unpruned row is the same model distilled "
         f"{s.finetune_epochs} epochs too. Latency: p50 of batch-1 inference, {s.threads} threads, best of "
@@ -667,7 +670,7 @@ def plot(s: Settings, result: dict[str, Any], stamp: str) -> list[Path]:
         )
         ax.set_ylabel("digits-deformed test accuracy on the runtime (%)")
         ax.set_title(
-            f"{result['model']} width {s.width}: accuracy vs measured latency"
+            f"{result['model']} width {result['width']}: accuracy vs measured latency"
             + (" (--quick)" if s.quick else ""),
             fontsize=10,
         )
@@ -687,7 +690,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             test=300,
             base_epochs=1,
             finetune_epochs=2,
-            width=0.5,
+            widths={"mnv2": 0.5, "mnv3": 1.0},
             budgets=(1.5, 2.0),
             uniform=(0.3, 0.6),
             macs=(0.6, 0.3),
@@ -697,7 +700,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             warmup=0.2,
             rounds=2,
         )
-    elif args.long:  # width 1.0: per-op costs weigh less, so the 3x and 4x budgets are within reach
+    elif args.long:  # wider: per-op costs weigh less, so the 3x and 4x budgets are within reach
         base = dict(
             models=("mnv2", "mnv3"),
             train=10_000,
@@ -705,7 +708,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             test=3_000,
             base_epochs=15,
             finetune_epochs=8,
-            width=1.0,
+            widths={"mnv2": 1.0, "mnv3": 1.5},  # 92 M and 40 M MACs
             budgets=(1.5, 2.0, 3.0, 4.0),
             uniform=(0.2, 0.35, 0.5, 0.6, 0.7, 0.8),
             macs=(0.7, 0.5, 0.35, 0.25, 0.15, 0.08),
@@ -723,7 +726,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             test=3_000,
             base_epochs=6,
             finetune_epochs=3,
-            width=0.5,
+            widths={"mnv2": 0.5, "mnv3": 1.0},  # 30 M and 18 M MACs at 32x32
             budgets=(1.5, 2.0, 3.0, 4.0),
             uniform=(0.25, 0.5, 0.75),
             macs=(0.6, 0.3, 0.1),
@@ -734,6 +737,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
             rounds=3,
         )
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in Settings.__dataclass_fields__}
+    if getattr(args, "width", None):
+        overrides["widths"] = dict.fromkeys(MODELS, args.width)
     for key in ("budgets", "uniform", "macs", "hand", "models", "budget_exports"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
@@ -762,6 +767,7 @@ def main() -> int:
         "--long", action="store_true", help="both models, the default dataset size, more epochs and points"
     )
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("--width", type=float, help="every model's width multiplier (default: one per model)")
     parser.add_argument("--train", type=int)
     parser.add_argument("--base-epochs", type=int)
     parser.add_argument("--finetune-epochs", type=int)

@@ -78,7 +78,9 @@ def test_pruned_to_the_budget_by_prediction_and_measured(tmp_path, cache, monkey
     (budget,) = notes["latency_budgets"]
     assert budget["target"] == "desktop/tflite-fp32" and budget["budget"] == "1.5x"
     assert budget["target_ms"] == pytest.approx(budget["reference_ms"] / 1.5, rel=1e-3)
-    assert budget["predicted_ms"] <= budget["target_ms"] * 1.01
+    corrections = notes.get("budget_corrections", [])
+    if not corrections:  # a correction aims by the measured miss, away from the prediction
+        assert budget["predicted_ms"] <= budget["target_ms"] * 1.01
     assert budget["measured_ms"] > 0 and budget["measured_speedup"] > 1.0
     assert count_macs(pruned, SHAPE) < macs
     # every kept width is one the latency model offered: a tile multiple, the floor or the full width
@@ -87,8 +89,9 @@ def test_pruned_to_the_budget_by_prediction_and_measured(tmp_path, cache, monkey
     for root, (before, after) in plan.items():
         assert after < before, root
         assert after % 8 == 0 or after == max(8, -(-before // 10)), (root, before, after)
-    for message in notes.get("budget_corrections", []):
-        assert "redoing the last step" in message
+    for message in corrections:
+        assert message.startswith("measured "), message
+        assert "redoing the last step aiming" in message or message.endswith("no other widths near it, kept")
 
 
 def test_a_budget_below_the_floor_is_an_input_error_naming_it(tmp_path, cache, monkeypatch):

@@ -39,8 +39,12 @@ if TYPE_CHECKING:
     from edgecompress.context import RunContext
     from edgecompress.stages.prune.stage import LatencyBudget, PruneConfig
 
-#: A measurement this much slower than its budget is corrected.
+#: A budget is met when the measurement is at most this much slower (and a floor this much above it is out of reach).
 OVER = 0.05
+#: A measurement this much slower than its budget is corrected: tighter than OVER, so that the few percent by
+#: which two timings of the same files differ (another run, the official tools) do not carry a result that
+#: just met its budget here over it there (bench-budget: 3.854x measured here for a 4x budget, 3.79x later).
+CORRECT_OVER = 0.02
 #: A binding budget undershot by this much is corrected too (channels removed for nothing).
 UNDER = 0.15
 MAX_CORRECTIONS = 3
@@ -416,24 +420,36 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
                 misses.append(measured / t.target_ms)
             worst = max(misses)
             binding_miss = misses[targets.index(binding)]
-            if worst <= 1 + OVER and binding_miss >= 1 - UNDER:
+            if worst <= 1 + CORRECT_OVER and binding_miss >= 1 - UNDER:
                 break
             if attempt == MAX_CORRECTIONS:
-                ctx.ui.warn(
-                    f"prune: after {MAX_CORRECTIONS} corrections the budget is missed by {(worst - 1) * 100:+.1f}%"
-                )
+                if worst > 1 + OVER:
+                    ctx.ui.warn(
+                        f"prune: after {MAX_CORRECTIONS} corrections the budget is missed by "
+                        f"{(worst - 1) * 100:+.1f}%"
+                    )
                 break
-            factor = 1 / worst if worst > 1 + OVER else 1 / binding_miss
-            relative *= factor
-            message = (
-                f"prune: measured {worst if worst > 1 + OVER else binding_miss:.2f}x the budget; redoing the last "
-                f"step aiming {relative:.3f} of the reference (correction {attempt + 1} of {MAX_CORRECTIONS})"
-            )
+            miss = worst if worst > 1 + CORRECT_OVER else binding_miss
+            # the widths are discrete (plateau edges): aim further until the solve changes them
+            base, new_widths = copy.deepcopy(before_last), widths
+            for _ in range(8):
+                relative /= miss
+                new_widths, predicted = solver.step(base, relative)
+                if new_widths != widths:
+                    break
+            if new_widths == widths:  # no other widths within reach of the aim: the measured model stays
+                message = f"prune: measured {miss:.3f}x the budget; no other widths near it, kept"
+            else:
+                message = (
+                    f"prune: measured {miss:.3f}x the budget; redoing the last step aiming {relative:.3f} of the "
+                    f"reference (correction {attempt + 1} of {MAX_CORRECTIONS})"
+                )
             ctx.ui.info(message)
             corrections.append(message.removeprefix("prune: "))
-            model = copy.deepcopy(before_last)
-            widths, predicted = solver.step(model, relative)
-            model = _apply(model, widths, plan)
+            if new_widths == widths:
+                break
+            widths = new_widths
+            model = _apply(base, widths, plan)
             for t in targets:
                 t.predicted_ms.append(predicted[t.label])
     finally:
