@@ -1,11 +1,14 @@
 """The `edgecompress` command. Heavy modules are imported inside commands, never at start-up.
 
-Exit codes: 0 ok, 1 the run failed, 2 the input (recipe, files, data, options) is wrong, 3 a gate failed.
+Exit codes: 0 ok, 1 the run failed, 2 the input (recipe, files, data, options) is wrong, 3 a gate failed,
+130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM; a stopped build removes its temporary files and
+keeps the previous output.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 import warnings
@@ -14,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from edgecompress.errors import EdgeCompressError, GateFailed, RecipeError
+from edgecompress.errors import EdgeCompressError, GateFailed, RecipeError, Terminated
 
 app = typer.Typer(
     add_completion=False,
@@ -242,12 +245,14 @@ def main() -> None:
     if "--debug" not in sys.argv:
         for category, message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        # typer returns a command's exit code under standalone_mode=False, Ctrl-C included (as 130)
+        code = app(standalone_mode=False)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except typer.Abort:
-        sys.exit(130)
+        code = 130
     except typer.exceptions.TyperException as exc:  # usage errors: typer prints them itself
         exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
@@ -260,8 +265,12 @@ def main() -> None:
             print(f"{prefix}: {line}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    except Terminated:
+        print(
+            "interrupted by SIGTERM: stopped; temporary files removed, previous output kept", file=sys.stderr
+        )
+        sys.exit(Terminated.exit_code)
     except Exception as exc:  # a bug or an unexpected library failure: say so, don't hide it
         if _state["debug"]:
             traceback.print_exc()
@@ -270,6 +279,16 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if code == 130:
+        print(
+            "interrupted by SIGINT: stopped; temporary files removed, previous output kept", file=sys.stderr
+        )
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The project's error hierarchy. Every failure a user can cause or meet is one of these.
 
 Exit codes (see cli.py): RecipeError -> 2 (the input is wrong), every other EdgeCompressError -> 1
-(the run failed), GateFailed -> 3 (the build worked but a gate in the recipe did not pass).
+(the run failed), GateFailed -> 3 (the build worked but a gate in the recipe did not pass). Stopped by
+SIGINT -> 130, by SIGTERM -> 143 (Terminated).
 """
 
 from __future__ import annotations
@@ -41,3 +42,11 @@ class GateFailed(EdgeCompressError):
     """One or more gates in the recipe failed. The report is written before this is raised."""
 
     exit_code = 3
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the command's handler so that it unwinds like Ctrl-C: every
+    `finally` and `except BaseException` runs (temporary directories removed, child processes killed by
+    `subprocess.run`, the previous output kept). Not an Exception: nothing on the way may swallow it."""
+
+    exit_code = 143

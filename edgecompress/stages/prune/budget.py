@@ -158,6 +158,12 @@ def solve_to_budget(
         widths = {g.root: g.current for g in groups}
         return widths, current_ms
     saving = current_ms - budget_ms
+    # the additive savings can underestimate the whole model's (layers outside the groups' cost shrink too, e.g.
+    # activations and squeeze-excite between them): ask for at most what the narrowest widths save and let
+    # the prediction say whether that is enough
+    most = sum(max(g.costs[-1] - min(g.costs), 0.0) for g in groups)
+    if saving > most > 0:
+        saving = most * (1 - (len(groups) + 1) / RESOLUTION)  # each group rounds its saving down a unit
     tried: list[tuple[float, float, dict[str, int]]] = []  # (saving asked, predicted, widths)
     short: float | None = None  # largest saving asked whose prediction is over the budget
     enough: float | None = None  # smallest saving asked whose prediction meets it
