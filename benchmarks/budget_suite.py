@@ -464,9 +464,17 @@ def delta(a: float, b: float | None) -> str:
     return "outside its range" if b is None else f"{100 * (a - b):+.2f} pt"
 
 
+def heading(s: Settings) -> str:
+    """The timed run's section, or one of its own for another choice of models (a MobileNetV3 run does not
+    overwrite the MobileNetV2 one)."""
+    if s.models == ("mnv2",):
+        return SECTION
+    return f"{SECTION} ({', '.join(MODELS[m][1] for m in s.models)})"
+
+
 def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: float) -> str:
     lines = [
-        SECTION,
+        heading(s),
         "",
         f"Written by `{' '.join(['benchmarks/budget_suite.py', *sys.argv[1:]])}` "
         f"(`make bench-budget`), {stamp}, in {seconds / 60:.1f} min. {machine_line()}.  ",
@@ -811,7 +819,7 @@ def main() -> int:
         }
         (work / "budget_suite.json").write_text(json.dumps(dump, indent=1, default=str))
         if not args.no_write:
-            write_section(SECTION, text)
+            write_section(heading(s), text)
             for result in results:
                 for path in plot(s, result, stamp):
                     print(f"wrote {path.relative_to(ROOT)}")

@@ -26,6 +26,13 @@ class BackendUnavailable(EdgeCompressError):
     exit_code = 2
 
 
+class ArtifactError(EdgeCompressError):
+    """An artifact file (.tflite, OpenVINO .xml/.bin) is corrupt, truncated or cannot be loaded by its runtime,
+    here or on a device. The message is one line naming the file and what is wrong."""
+
+    exit_code = 2
+
+
 class ModelError(EdgeCompressError):
     """The model could not be loaded, run, or transformed."""
 

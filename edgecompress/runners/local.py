@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgecompress.errors import DeviceError
+from edgecompress.errors import ArtifactError, DeviceError
 from edgecompress.exporters.base import Artifact
 from edgecompress.profiling import (
     BatchResult,
@@ -25,6 +25,34 @@ from edgecompress.specs import DeviceProfile
 def _tail(text: str, lines: int = 8) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(kept[-lines:]) or "(no output)"
+
+
+#: measure.py's exit code for a corrupt, truncated or unloadable artifact.
+ARTIFACT_EXIT = 3
+
+
+def _artifact_error(stdout: str) -> str | None:
+    """The {"artifact_error": ...} line measure.py prints before exiting with ARTIFACT_EXIT."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict) and "artifact_error" in result:
+            return str(result["artifact_error"])
+    return None
+
+
+def check_artifacts(artifacts: list[Artifact]) -> None:
+    """measure.py's structural checks, here and before any process starts or any file is copied to a
+    device: ArtifactError naming the file and what is wrong."""
+    from edgecompress.runtimes.sessions import ArtifactUnreadable, check_artifact
+
+    for artifact in artifacts:
+        try:
+            check_artifact(artifact.runtime, artifact.path)
+        except ArtifactUnreadable as exc:
+            raise ArtifactError(str(exc)) from None
 
 
 def estimated_energy_mj(device: DeviceProfile, *, threads: int, p50_ms: float) -> float | None:
@@ -108,6 +136,8 @@ class LocalRunner:
             ) from exc
         except OSError as exc:
             raise DeviceError(f"{device.name}: cannot start the profiling process: {exc}") from exc
+        if proc.returncode == ARTIFACT_EXIT:
+            raise ArtifactError(_artifact_error(proc.stdout) or _tail(proc.stderr, 1).removeprefix("error: "))
         if proc.returncode != 0:
             raise DeviceError(
                 f"{device.name}: profiling {what} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}"
@@ -208,6 +238,7 @@ class LocalRunner:
                 f"{device.name}: cannot profile {artifact.name}: its runtime '{artifact.runtime}' is not among "
                 f"the device's runtimes ({', '.join(device.runtimes)})"
             )
+        check_artifacts([artifact])
         cmd = self.command(
             artifact,
             runs=runs,

@@ -9,7 +9,8 @@ Order of work: resident memory before loading (after importing the runtime), loa
 allocate / compile), first inference, at least --warmup-seconds of untimed inference, then --runs timed
 inferences (time.perf_counter around each call, inputs drawn beforehand) on random inputs of the model's
 shape. Peak memory is the process's high-water resident set (VmHWM on Linux, else ru_maxrss), so run
-it in a fresh process. Errors go to stderr with exit code 1.
+it in a fresh process. Errors go to stderr with exit code 1; a corrupt, truncated or unloadable artifact
+with exit code 3 and {"artifact_error": "<file>: <what is wrong>"} on stdout.
 
 `--op-profile` adds "op_profile": the runtime's own per-op timing, taken after everything above in a
 child process (this script with `--op-profile-only`), so it disturbs neither latency nor peak memory and
@@ -22,6 +23,7 @@ a crash of the profiler cannot lose the measurement. OpenVINO: a second compiled
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import json
@@ -67,9 +69,10 @@ ISA_FLAGS = (
 )
 
 
+@functools.cache
 def _load_sibling(name: str):
     """A module of this directory (sessions.py, op_profiles.py) loaded by path, so that this script runs
-    from any directory it is copied to, with no package around it."""
+    from any directory it is copied to, with no package around it. Once: its classes are then one."""
     path = Path(__file__).resolve().parent / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"edgecompress_measure_{name}", path)
     if spec is None or spec.loader is None:
@@ -512,6 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op-profile-runs", type=int, default=50, help="inferences of the per-op profile")
     parser.add_argument("--op-profile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        return _main(parser, args)
+    except _load_sibling("sessions").ArtifactUnreadable as exc:
+        print(json.dumps({"artifact_error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.runs < 1 or args.threads < 1 or args.warmup_seconds < 0 or args.op_profile_runs < 1:
         parser.error("--runs, --threads and --op-profile-runs must be >= 1 and --warmup-seconds >= 0")
     if args.batch is not None:

@@ -52,6 +52,59 @@ def runtime_version(runtime: str) -> str | None:
     raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
 
 
+class ArtifactUnreadable(ValueError):
+    """The artifact file is corrupt, truncated or not what its name says: the message is one line naming the
+    file and what is wrong (measure.py prints it and exits 3; the runners raise ArtifactError, exit 2)."""
+
+
+def check_artifact(runtime: str, path: str | Path) -> None:
+    """Cheap structural checks, before a runtime is given the file (a truncated OpenVINO .bin is read past
+    its end; a file that is not a flatbuffer at all is better named than parsed): ArtifactUnreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactUnreadable(f"{path}: no such file")
+    size = path.stat().st_size
+    if runtime == "litert":
+        with path.open("rb") as f:
+            head = f.read(8)
+        if size < 8:
+            raise ArtifactUnreadable(f"{path}: not a TFLite model: {size} bytes (empty or truncated)")
+        if head[4:8] != b"TFL3":
+            raise ArtifactUnreadable(
+                f"{path}: not a TFLite model (no TFL3 file identifier at byte 4; {size:,} bytes)"
+            )
+        root = int.from_bytes(head[:4], "little")
+        if root + 4 > size:
+            raise ArtifactUnreadable(
+                f"{path}: truncated TFLite model: its root table is at byte {root:,} of {size:,}"
+            )
+    elif runtime == "openvino":
+        import xml.etree.ElementTree as ET
+
+        try:
+            net = ET.parse(path).getroot()
+        except ET.ParseError as exc:
+            raise ArtifactUnreadable(f"{path}: not an OpenVINO IR: the XML does not parse ({exc})") from None
+        if net.tag != "net":
+            raise ArtifactUnreadable(
+                f"{path}: not an OpenVINO IR: its root element is <{net.tag}>, not <net>"
+            )
+        ends = [
+            int(d.get("offset", 0)) + int(d.get("size", 0))
+            for d in net.iter("data")
+            if d.get("offset") is not None and d.get("size") is not None
+        ]
+        weights = path.with_suffix(".bin")
+        if ends and not weights.is_file():
+            raise ArtifactUnreadable(f"{path}: its weights file {weights.name} is missing")
+        if ends and weights.stat().st_size < max(ends):
+            raise ArtifactUnreadable(
+                f"{weights}: truncated: {weights.stat().st_size:,} bytes, the model reads up to byte {max(ends):,}"
+            )
+    else:
+        raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+
+
 class LiteRTSession:
     """A .tflite model on the LiteRT Interpreter (XNNPACK, the default CPU delegate) with `threads` threads.
 
@@ -458,17 +511,24 @@ def open_session(
     inference_precision: str | None = None,
     perf_count: bool = False,
 ) -> LiteRTSession | OpenVINOSession:
-    """A session for `runtime` ("litert" or "openvino"); ValueError for any other name.
+    """A session for `runtime` ("litert" or "openvino"); ValueError for any other name, ArtifactUnreadable
+    when the file is corrupt or the runtime cannot load it.
 
     `perf_count` (OpenVINO only) turns on the plugin's per-node performance counters."""
-    if runtime == "litert":
-        if inference_precision not in (None, "f32"):
-            raise ValueError(
-                f"LiteRT runs float models in f32 here; inference_precision={inference_precision!r}"
-            )
-        return LiteRTSession(path, threads=threads)
-    if runtime == "openvino":
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+    if runtime == "litert" and inference_precision not in (None, "f32"):
+        raise ValueError(f"LiteRT runs float models in f32 here; inference_precision={inference_precision!r}")
+    check_artifact(runtime, path)
+    try:
+        if runtime == "litert":
+            return LiteRTSession(path, threads=threads)
         return OpenVINOSession(
             path, threads=threads, inference_precision=inference_precision, perf_count=perf_count
         )
-    raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+    except (ImportError, MemoryError):
+        raise
+    except Exception as exc:  # the runtime's own loader refused the file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+        name = "LiteRT" if runtime == "litert" else "OpenVINO"
+        raise ArtifactUnreadable(f"{path}: {name} cannot load it: {first}") from exc

@@ -194,3 +194,40 @@ def test_cli_profile_existing_artifact(built):
         cwd=REPO,
     )
     assert missing.returncode == 2 and "artifact file not found" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "says"),
+    [
+        (
+            "tflite-fp32.tflite",
+            lambda b: b[:3000],
+            "LiteRT cannot load it: The model is not a valid Flatbuffer buffer",
+        ),
+        (
+            "tflite-fp32.tflite",
+            lambda b: b"\0" * 64,
+            "not a TFLite model (no TFL3 file identifier at byte 4; 64 bytes)",
+        ),
+        ("openvino-fp32.bin", lambda b: b[:1000], "truncated: 1,000 bytes, the model reads up to byte"),
+    ],
+)
+def test_cli_profile_corrupt_artifact_is_one_line_exit_2(built, tmp_path, name, damage, says):
+    """A truncated or corrupt artifact: one line naming the file and what is wrong, exit 2 (it used to be the
+    child process's traceback, nine lines, exit 1)."""
+    _, out, _ = built
+    for f in out.iterdir():
+        if f.stem == name.rsplit(".", 1)[0]:
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    broken = tmp_path / name
+    broken.write_bytes(damage(broken.read_bytes()))
+    model = broken.with_suffix(".xml") if broken.suffix == ".bin" else broken
+    res = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", "profile", str(model), "--runs", "5", "--warmup", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {broken}: ") and says in lines[0], lines
