@@ -6,8 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# The SSH runner's tests profile on a loopback "board" whose Python has numpy and ai-edge-litert only (no
+# torch, no OpenVINO, no edgecompress), as a Raspberry Pi would; a plain system Python where there is one.
+BOARD := .board
+BOARD_PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo $(PYTHON))
+# System packages the tests need (a real sshd for the SSH runner), installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long lint clean
+.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long lint clean
 
 install: $(STAMP)
 
@@ -18,15 +24,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
+$(BOARD)/.installed: $(STAMP)
+	rm -rf $(BOARD)
+	$(BOARD_PYTHON) -m venv --without-pip $(BOARD)
+	$(PIP) --python $(BOARD)/bin/python install --quiet numpy ai-edge-litert
+	touch $@
+
+system-packages:
+	@command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends openssh-server openssh-client procps; }
+
 demo: install
 	$(VENV)/bin/edgecompress build recipes/quickstart.yaml
 
-test: install
+test: install system-packages $(BOARD)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: install
+test-fast: install system-packages $(BOARD)/.installed
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 # `make bench` runs every part; each part runs on its own and states its time in benchmarks/RESULTS.md.
@@ -59,4 +76,4 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BOARD) runs .pytest_cache .ruff_cache

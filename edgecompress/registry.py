@@ -111,4 +111,7 @@ EXPORTERS: Registry[Any] = Registry(
         "openvino": "edgecompress.exporters.openvino:OpenVINOExporter",
     },
 )
-RUNNERS: Registry[Any] = Registry("runners", {"local": "edgecompress.runners.local:LocalRunner"})
+RUNNERS: Registry[Any] = Registry(
+    "runners",
+    {"local": "edgecompress.runners.local:LocalRunner", "ssh": "edgecompress.runners.ssh:SSHRunner"},
+)

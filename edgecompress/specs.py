@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgecompress.errors import RecipeError
 from edgecompress.registry import did_you_mean
@@ -70,9 +70,40 @@ class PowerModel(_Strict):
 
 
 class Connection(_Strict):
-    runner: str = Field(default="local", description="How artifacts reach the device: local, ssh, adb.")
-    host: str | None = Field(default=None, description="Host for ssh, serial for adb.")
+    runner: Literal["local", "ssh"] = Field(default="local", description="How artifacts reach the device.")
+    host: str | None = Field(
+        default=None,
+        description="ssh: an alias of ~/.ssh/config or user@host[:port]. Keys and ssh-agent only; never a password.",
+    )
+    known_hosts: Literal["strict", "accept-new"] = Field(
+        default="strict",
+        description="ssh: the host key must be in ~/.ssh/known_hosts (strict), or an unknown one is recorded "
+        "on first use (accept-new); a changed key is always refused.",
+    )
     python: str = Field(default="python3", description="Python on the device that runs the profiling script.")
+    workdir: str | None = Field(
+        default=None,
+        description="Directory on the device for the temporary files (default: its $TMPDIR or /tmp).",
+    )
+    connect_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds to reach and log in to the device."
+    )
+    timeout: float = Field(
+        default=3600.0, gt=0, description="Seconds one profiling run may take on the device."
+    )
+
+    @model_validator(mode="after")
+    def _needs_host(self) -> Connection:
+        if self.runner == "ssh" and not self.host:
+            raise ValueError("runner ssh needs host: an alias of ~/.ssh/config or user@host[:port]")
+        if self.host and self.runner == "ssh":
+            _, _, address = self.host.rpartition("@")
+            port = address.rsplit("]:", 1)[1] if address.startswith("[") and "]:" in address else None
+            if port is None and address.count(":") == 1:
+                port = address.split(":")[1]
+            if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"host '{self.host}': the port must be a number from 1 to 65535")
+        return self
 
 
 class DeviceProfile(_Strict):
@@ -118,6 +149,12 @@ def load_device(name: str, *, base_dir: Path | None = None) -> DeviceProfile:
     path = find_spec_file("devices", name, base_dir=base_dir)
     try:
         data = yaml.safe_load(path.read_text()) or {}
+        connection = data.get("connection") if isinstance(data, dict) else None
+        if isinstance(connection, dict) and {"password", "passphrase"} & set(connection):
+            raise RecipeError(
+                f"{path}: connection: no password or passphrase in a device file: log in with a key "
+                "(ssh-agent, or IdentityFile in ~/.ssh/config)"
+            )
         return DeviceProfile.model_validate({"name": name, **data})
     except (yaml.YAMLError, ValidationError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}

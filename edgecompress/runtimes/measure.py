@@ -10,7 +10,8 @@ allocate / compile), first inference, at least --warmup-seconds of untimed infer
 inferences (time.perf_counter around each call, inputs drawn beforehand) on random inputs of the model's
 shape. Peak memory is the process's high-water resident set (VmHWM on Linux, else ru_maxrss), so run
 it in a fresh process. Errors go to stderr with exit code 1; a corrupt, truncated or unloadable artifact
-with exit code 3 and {"artifact_error": "<file>: <what is wrong>"} on stdout.
+with exit code 3 and {"artifact_error": "<file>: <what is wrong>"} on stdout; a runtime that is not installed
+with exit code 4 and {"runtime_error": "..."}. `--facts` prints the CPU, ISA flags and runtime versions.
 
 `--op-profile` adds "op_profile": the runtime's own per-op timing, taken after everything above in a
 child process (this script with `--op-profile-only`), so it disturbs neither latency nor peak memory and
@@ -36,6 +37,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+#: Exit codes besides 0 and 1 (any other error): the artifact is corrupt or unloadable ({"artifact_error"}
+#: on stdout), the runtime is not installed ({"runtime_error"}).
+ARTIFACT_EXIT = 3
+RUNTIME_EXIT = 4
 
 #: ISA features that decide which kernels a runtime can use (x86 then ARM spellings in /proc/cpuinfo).
 ISA_FLAGS = (
@@ -305,13 +311,7 @@ def measure(
 ) -> dict[str, object]:
     sessions = _load_sibling("sessions")
     # Import the runtime before the baseline, so the baseline is "runtime loaded, model not yet".
-    if runtime == "openvino":
-        import openvino  # noqa: F401
-    elif runtime == "litert":
-        try:
-            import ai_edge_litert.interpreter  # noqa: F401
-        except ImportError:
-            import tflite_runtime.interpreter  # noqa: F401
+    sessions.import_runtime(runtime)
     baseline = current_rss_mb()
 
     start = time.perf_counter()
@@ -496,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch",
         type=Path,
-        help="a JSON list of {runtime, model, inference_precision}: time them all in this process "
-        "(see measure_batch); --runs, --warmup-seconds, --threads and --rounds apply to each",
+        help="a JSON list of {runtime, model, inference_precision} ('-': read it from stdin): time them all in "
+        "this process (see measure_batch); --runs, --warmup-seconds, --threads and --rounds apply to each",
     )
     parser.add_argument("--rounds", type=int, default=3, help="--batch only: interleaved rounds")
     parser.add_argument("--threads", type=int, default=2)
@@ -514,13 +514,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--op-profile-runs", type=int, default=50, help="inferences of the per-op profile")
     parser.add_argument("--op-profile-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--facts", action="store_true", help="print this machine's CPU, ISA flags and runtimes, then exit"
+    )
     args = parser.parse_args(argv)
+    if args.facts:
+        print(json.dumps(facts()))
+        return 0
     try:
         return _main(parser, args)
     except _load_sibling("sessions").ArtifactUnreadable as exc:
         print(json.dumps({"artifact_error": str(exc)}))
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return ARTIFACT_EXIT
+    except ImportError as exc:  # the runtime (or numpy's part of it) is not installed here
+        print(json.dumps({"runtime_error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return RUNTIME_EXIT
+
+
+def facts() -> dict:
+    """What a device profile records about the machine this runs on (`--facts`; the runners' `facts`)."""
+    sessions = _load_sibling("sessions")
+    cpu_model, isa = cpu_info()
+    return {
+        "cpu_model": cpu_model,
+        "isa_flags": isa,
+        "arch": platform.machine(),
+        "python_version": platform.python_version(),
+        "runtime_versions": {r: sessions.runtime_version(r) for r in sessions.RUNTIMES},
+    }
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -529,7 +552,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.batch is not None:
         if args.rounds < 1:
             parser.error("--rounds must be >= 1")
-        models = json.loads(args.batch.read_text())
+        models = json.loads(sys.stdin.read() if str(args.batch) == "-" else args.batch.read_text())
         result = measure_batch(
             models,
             threads=args.threads,

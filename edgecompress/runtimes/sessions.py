@@ -52,6 +52,28 @@ def runtime_version(runtime: str) -> str | None:
     raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
 
 
+def import_runtime(runtime: str) -> None:
+    """Import `runtime`'s Python module (LiteRT: ai_edge_litert's interpreter, else tflite_runtime's); an
+    ImportError that says what to install when it is missing."""
+    import importlib
+
+    candidates = {
+        "litert": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
+        "openvino": ("openvino",),
+    }
+    if runtime not in candidates:
+        raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+    for module in candidates[runtime]:
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError:
+            continue
+    if runtime == "litert":
+        raise ImportError("LiteRT is not installed: pip install ai-edge-litert (or tflite-runtime)")
+    raise ImportError("OpenVINO is not installed: pip install openvino")
+
+
 class ArtifactUnreadable(ValueError):
     """The artifact file is corrupt, truncated or not what its name says: the message is one line naming the
     file and what is wrong (measure.py prints it and exits 3; the runners raise ArtifactError, exit 2)."""

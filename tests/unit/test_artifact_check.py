@@ -9,7 +9,8 @@ import pytest
 
 from edgecompress.errors import ArtifactError
 from edgecompress.exporters.base import Artifact
-from edgecompress.runners.local import ARTIFACT_EXIT, _artifact_error, check_artifacts
+from edgecompress.runners.base import check_artifacts, last_json
+from edgecompress.runtimes.measure import ARTIFACT_EXIT
 from edgecompress.runtimes.sessions import ArtifactUnreadable, check_artifact
 
 IR = """<?xml version="1.0"?>
@@ -75,5 +76,6 @@ def test_runner_maps_to_artifact_error_exit_2(tmp_path):
     assert info.value.exit_code == 2 and str(info.value).startswith(f"{f}: not a TFLite model")
     # measure.py's exit 3 carries its one line on stdout, after any other output
     stdout = 'noise\n{"artifact_error": "m.tflite: LiteRT cannot load it: bad"}\n'
-    assert ARTIFACT_EXIT == 3 and _artifact_error(stdout) == "m.tflite: LiteRT cannot load it: bad"
-    assert _artifact_error('{"latency": {}}') is None
+    assert ARTIFACT_EXIT == 3
+    assert last_json(stdout, "artifact_error") == {"artifact_error": "m.tflite: LiteRT cannot load it: bad"}
+    assert last_json('{"latency": {}}', "artifact_error") is None

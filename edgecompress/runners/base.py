@@ -1,0 +1,301 @@
+"""What every runner shares: the device scripts' protocol (runtimes/measure.py), the command lines, and the
+reading of their results. A runner only says how measure.py runs on its device (`_measure`) and how the
+device's facts are read; LocalRunner runs it here in a fresh process, SSHRunner copies it and the artifact
+to a board and runs it there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecompress.errors import ArtifactError, DeviceError
+from edgecompress.exporters.base import Artifact
+from edgecompress.profiling import (
+    BatchResult,
+    BatchTiming,
+    LatencyStats,
+    Measurements,
+    OpProfile,
+    RuntimeFacts,
+)
+from edgecompress.runtimes.measure import ARTIFACT_EXIT, RUNTIME_EXIT
+from edgecompress.specs import DeviceProfile
+
+#: Where a local file lands on the device, as the device's command line spells it.
+Place = Callable[[Path], str]
+
+RUNTIME_PACKAGES = {"litert": "ai-edge-litert (or tflite-runtime)", "openvino": "openvino"}
+
+
+def tail(text: str, lines: int = 8) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:]) or "(no output)"
+
+
+def last_json(stdout: str, key: str | None = None) -> dict | None:
+    """The last line of `stdout` that is a JSON object (with `key`, when given)."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict) and (key is None or key in result):
+            return result
+    return None
+
+
+def estimated_energy_mj(device: DeviceProfile, *, threads: int, p50_ms: float) -> float | None:
+    """ESTIMATED (not measured) energy per inference in mJ from the device's power model, or None without one.
+
+    (idle_watts + active_watts_per_core * threads) W  x  p50 latency s  =  J;  W x ms = mJ.
+    It assumes `threads` cores fully busy for the median latency; it is only as good as the power model.
+    """
+    if device.power is None:
+        return None
+    watts = device.power.idle_watts + device.power.active_watts_per_core * threads
+    return watts * p50_ms
+
+
+def check_artifacts(artifacts: list[Artifact]) -> None:
+    """measure.py's structural checks, here and before any process starts or any file is copied to a
+    device: ArtifactError naming the file and what is wrong."""
+    from edgecompress.runtimes.sessions import ArtifactUnreadable, check_artifact
+
+    for artifact in artifacts:
+        try:
+            check_artifact(artifact.runtime, artifact.path)
+        except ArtifactUnreadable as exc:
+            raise ArtifactError(str(exc)) from None
+
+
+def timing_arguments(*, runs: int, warmup_seconds: float, threads: int) -> list[str]:
+    return ["--threads", str(threads), "--runs", str(runs), "--warmup-seconds", str(warmup_seconds)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of measure.py: its arguments `argv(place)` (and `stdin(place)` on its standard input), with
+    every path of `files` reachable on the device as `place(path)`."""
+
+    files: list[Path]
+    argv: Callable[[Place], list[str]]
+    what: str  # said in errors: "tflite-int8", "a batch of 12 artifacts"
+    stdin: Callable[[Place], str] | None = None
+
+
+@dataclass(frozen=True)
+class Completed:
+    """How measure.py ended on the device."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class ScriptRunner:
+    """Runs runtimes/measure.py for an artifact on a device and reads its JSON. Subclasses implement
+    `_measure` (run the script with these arguments, these files placed on the device) and `facts`."""
+
+    #: Said in errors: where the script ran ("the device", "this machine").
+    where = "the device"
+
+    def __init__(self, *, timeout_seconds: float = 3600.0, op_profile_runs: int = 50) -> None:
+        self.timeout_seconds = timeout_seconds
+        #: Inferences the per-op profile pass (when a run asks for one) averages over.
+        self.op_profile_runs = op_profile_runs
+
+    # ----------------------------------------------------------------------------------- the subclass's part
+
+    def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
+        raise NotImplementedError
+
+    def _measure(self, device: DeviceProfile, job: Job) -> Completed:
+        """Run measure.py for `job` on the device; DeviceError when it cannot be run at all."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------- shared part
+
+    def arguments(
+        self,
+        artifact: Artifact,
+        place: Place,
+        *,
+        runs: int,
+        warmup_seconds: float,
+        threads: int,
+        op_profile: bool,
+    ) -> list[str]:
+        """measure.py's arguments for one artifact, its path as the device sees it."""
+        return [
+            "--runtime",
+            artifact.runtime,
+            "--model",
+            place(artifact.path),
+            *timing_arguments(runs=runs, warmup_seconds=warmup_seconds, threads=threads),
+            *(
+                ["--inference-precision", artifact.inference_precision]
+                if artifact.inference_precision
+                else []
+            ),
+            *(["--op-profile", "--op-profile-runs", str(self.op_profile_runs)] if op_profile else []),
+        ]
+
+    def _result(self, done: Completed, device: DeviceProfile, what: str) -> dict:
+        """measure.py's JSON result, or the error its exit code and output say, in one line where known."""
+        if done.returncode == ARTIFACT_EXIT:
+            found = last_json(done.stdout, "artifact_error")
+            message = found["artifact_error"] if found else tail(done.stderr, 1).removeprefix("error: ")
+            raise ArtifactError(message if self.where == "this machine" else f"{device.name}: {message}")
+        if done.returncode == RUNTIME_EXIT:
+            found = last_json(done.stdout, "runtime_error")
+            raise DeviceError(
+                f"{device.name}: {found['runtime_error'] if found else tail(done.stderr, 1)} "
+                f"({self.where}'s {device.connection.python})"
+            )
+        if "No module named 'numpy'" in done.stderr:
+            raise DeviceError(
+                f"{device.name}: numpy is not installed for {device.connection.python} on {self.where}: "
+                "pip install numpy there (or set connection.python)"
+            )
+        if done.returncode != 0:
+            raise DeviceError(
+                f"{device.name}: profiling {what} failed (exit {done.returncode}):\n{tail(done.stderr)}"
+            )
+        result = last_json(done.stdout)
+        if result is None:
+            raise DeviceError(
+                f"{device.name}: profiling {what} printed no JSON result:\n{tail(done.stdout + done.stderr)}"
+            )
+        return result
+
+    def _check_runtimes(self, artifacts: list[Artifact], device: DeviceProfile) -> None:
+        missing = sorted({a.runtime for a in artifacts} - set(device.runtimes))
+        if missing:
+            raise DeviceError(
+                f"{device.name}: has no {', '.join(missing)} runtime to measure on (its runtimes: "
+                f"{', '.join(device.runtimes)})"
+            )
+
+    def run_batch(
+        self,
+        artifacts: list[Artifact],
+        device: DeviceProfile,
+        *,
+        runs: int,
+        warmup_seconds: float,
+        threads: int,
+        rounds: int,
+    ) -> BatchResult:
+        """Many small artifacts timed in one fresh process (`measure.py --batch -`), `rounds` interleaved
+        rounds: the latency model's calibration. One artifact that fails is reported in its timing's
+        `error`; the others are still timed. DeviceError when the process itself fails."""
+        self._check_runtimes(artifacts, device)
+        if not artifacts:
+            return BatchResult(timings=[], runtime_versions={}, cpu_model="", isa_flags=[], threads=threads)
+        files = [f for a in artifacts for f in a.files]
+
+        def listing(place: Place) -> str:
+            return json.dumps(
+                [
+                    {
+                        "runtime": a.runtime,
+                        "model": place(a.path),
+                        "inference_precision": a.inference_precision,
+                    }
+                    for a in artifacts
+                ]
+            )
+
+        def argv(place: Place) -> list[str]:
+            timing = timing_arguments(runs=runs, warmup_seconds=warmup_seconds, threads=threads)
+            return ["--batch", "-", *timing, "--rounds", str(rounds)]
+
+        job = Job(files, argv, f"a batch of {len(artifacts)} artifacts", stdin=listing)
+        result = self._result(self._measure(device, job), device, job.what)
+        try:
+            return BatchResult(
+                timings=[
+                    BatchTiming(
+                        path=str(a.path),
+                        rounds_p50_ms=r.get("rounds_p50_ms", []),
+                        runs=r.get("runs", runs),
+                        load_ms=r.get("load_ms"),
+                        error=r.get("error"),
+                        edge_reorder_ms=r.get("edge_reorder_ms", 0.0),
+                        node_ms=r.get("node_ms"),
+                    )
+                    for a, r in zip(artifacts, result["results"], strict=True)
+                ],
+                runtime_versions=result["runtime_versions"],
+                cpu_model=result["cpu_model"],
+                isa_flags=result["isa_flags"],
+                threads=result["threads"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeviceError(f"{device.name}: unexpected batch result: {exc}") from exc
+
+    def run(
+        self,
+        artifact: Artifact,
+        device: DeviceProfile,
+        *,
+        runs: int,
+        warmup_seconds: float,
+        threads: int,
+        op_profile: bool = True,
+    ) -> Measurements:
+        """Measurements of `artifact` on `device`; DeviceError with the end of the script's stderr if it fails.
+
+        `op_profile`: add the runtime's per-op profile, a separate pass after the timed runs in the same child
+        process (the pipeline asks for it in the first round only).
+
+        `energy_mj_estimated` is set only when the device has a power model, and is an estimate (see
+        `estimated_energy_mj`), never a measurement.
+        """
+        if artifact.runtime not in device.runtimes:
+            raise DeviceError(
+                f"{device.name}: cannot profile {artifact.name}: its runtime '{artifact.runtime}' is not among "
+                f"the device's runtimes ({', '.join(device.runtimes)})"
+            )
+        check_artifacts([artifact])
+
+        def argv(place: Place) -> list[str]:
+            return self.arguments(
+                artifact,
+                place,
+                runs=runs,
+                warmup_seconds=warmup_seconds,
+                threads=threads,
+                op_profile=op_profile,
+            )
+
+        done = self._measure(device, Job(list(artifact.files), argv, artifact.name))
+        result = self._result(done, device, artifact.name)
+        try:
+            latency = LatencyStats.model_validate(result["latency"])
+            return Measurements(
+                device=device.name,
+                runtime=result["runtime"],
+                runtime_version=result["runtime_version"],
+                threads=result["threads"],
+                execution_precision=result.get("execution_precision"),
+                load_ms=result["load_ms"],
+                first_inference_ms=result["first_inference_ms"],
+                warmup_seconds=result["warmup_seconds"],
+                latency=latency,
+                peak_rss_mb=result["peak_rss_mb"],
+                baseline_rss_mb=result["baseline_rss_mb"],
+                file_size_bytes=result["file_size_bytes"],
+                cpu_model=result["cpu_model"],
+                isa_flags=result["isa_flags"],
+                python_version=result["python_version"],
+                energy_mj_estimated=estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms),
+                op_profile=OpProfile.model_validate(result["op_profile"]) if "op_profile" in result else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeviceError(
+                f"{device.name}: unexpected profiling result for {artifact.name}: {exc}"
+            ) from exc
