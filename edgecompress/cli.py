@@ -206,10 +206,45 @@ def devices(ctx: typer.Context) -> None:
                 seen.add(f.stem)
                 dev = load_device(f.stem)
                 tables = cached_tables(dev.name)
+                reach = dev.connection.runner + (f" {dev.connection.host}" if dev.connection.host else "")
+                probed = f"probed {dev.probed['when'][:10]}" if dev.probed else "not probed"
                 typer.echo(
-                    f"{dev.name:<16} {dev.connection.runner:<6} {', '.join(dev.runtimes):<18} {dev.description}"
+                    f"{dev.name:<16} {reach:<22} {', '.join(dev.runtimes):<18} {probed:<18} {dev.description}"
                     + (f"  [latency tables: {', '.join(t.stem for t in tables)}]" if tables else "")
                 )
+
+
+@devices_app.command("probe")
+def probe(
+    target: Annotated[
+        str, typer.Argument(help="ssh://HOST (an alias of ~/.ssh/config or user@host[:port]), or local.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The profile to write: devices/NAME.yaml.")],
+    python: Annotated[
+        str | None, typer.Option("--python", help="The device's Python (default: python3 on its PATH).")
+    ] = None,
+    accept_new: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new", help="Trust an unknown host key on first use (recorded in known_hosts)."
+        ),
+    ] = False,
+) -> None:
+    """Write a device profile by probing the device: CPU, ISA features, memory, OS and kernel, the runtimes
+    its Python has, the CPU governor, thermal zones and the energy sources it can read."""
+    from edgecompress.device_probe import probe_device
+
+    path, data = probe_device(target, out, python=python, accept_new=accept_new)
+    cpu, probed = data["cpu"], data["probed"]
+    typer.echo(
+        f"wrote {path}: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']} ({', '.join(cpu['isa']) or 'no ISA flags'}), "
+        f"{data['memory_mb']} MiB, {probed['os']}; runtimes: {', '.join(data['runtimes']) or 'none'}; "
+        f"governor {probed['governor'] or 'unknown'}; {len(probed['thermal_zones'])} thermal zones; energy: "
+        + (
+            ", ".join(e["source"] for e in probed["energy_sources"] if e["readable"])
+            or "none readable (estimated)"
+        )
+    )
 
 
 @devices_app.command("calibrate")

@@ -25,10 +25,10 @@ from edgecompress.checkpoints import StageCheckpoints, checkpoint_dir
 from edgecompress.console import UI
 from edgecompress.deployability import Deployability
 from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
-from edgecompress.errors import GateFailed, RecipeError
+from edgecompress.errors import DeviceError, GateFailed, RecipeError
 from edgecompress.recipe import ExportSpec, Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, import_object
-from edgecompress.report import ArtifactResult, CrossRuntime, GateResult, Report, Step
+from edgecompress.report import ArtifactResult, CrossRuntime, DeviceStatus, GateResult, Report, Step
 from edgecompress.specs import DeviceProfile, load_device
 from edgecompress.stages.base import precheck_stages, run_stage
 from edgecompress.stages.prune import precrop_reference
@@ -157,6 +157,8 @@ class _Build:
         self.resume = resume
         #: The precision planner of the build's int8/auto exports (made on the first one).
         self.planner: Any = None
+        #: Devices whose profiling failed: name -> the error (the report marks them; the build exits 1).
+        self.device_errors: dict[str, str] = {}
 
     def _step(
         self,
@@ -361,34 +363,46 @@ class _Build:
 
         spec = self.recipe.profile
         rounds: dict[tuple[str, str], list[Any]] = {}
+        here: dict[str, list[Any]] = {}
         for device in devices if self.profile else []:
-            here = [e.artifact for e in exported if e.artifact.runtime in device.runtimes]
+            here[device.name] = [e.artifact for e in exported if e.artifact.runtime in device.runtimes]
             for artifact in (e.artifact for e in exported if e.artifact.runtime not in device.runtimes):
                 self.ui.warn(
                     f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
                 )
-            runner = RUNNERS.get(device.connection.runner)()
+        runners = {d.name: RUNNERS.get(d.connection.runner)() for d in devices if d.name in here}
+        total = spec.rounds * sum(len(v) for v in here.values())
+        if here:
             self.ui.info(
-                f"profiling {len(here)} artifacts on {device.name}: {spec.rounds} interleaved fresh-process "
-                f"round{'s' if spec.rounds > 1 else ''} of {spec.runs} timed runs each"
+                f"profiling {total // spec.rounds} artifact×device pairs on {', '.join(here)}: {spec.rounds} "
+                f"interleaved fresh-process round{'s' if spec.rounds > 1 else ''} of {spec.runs} timed runs each"
             )
-            with self.ui.progress(f"profiling on {device.name}", total=spec.rounds * len(here)) as task:
-                for r in range(spec.rounds):
-                    for artifact in here:
-                        self.ui.debug(
-                            f"profiling {artifact.name} on {device.name}, round {r + 1}/{spec.rounds}"
-                        )
-                        rounds.setdefault((artifact.name, device.name), []).append(
-                            runner.run(
-                                artifact,
-                                device,
-                                runs=spec.runs,
-                                warmup_seconds=spec.warmup_seconds,
-                                threads=spec.threads or device.threads,
-                                op_profile=r == 0,
+        with self.ui.progress("profiling", total=total) as task:
+            for r in range(spec.rounds):
+                for device in (d for d in devices if d.name in here):
+                    if device.name in self.device_errors:
+                        continue
+                    try:
+                        for artifact in here[device.name]:
+                            self.ui.debug(
+                                f"profiling {artifact.name} on {device.name}, round {r + 1}/{spec.rounds}"
                             )
-                        )
-                        task.advance()
+                            rounds.setdefault((artifact.name, device.name), []).append(
+                                runners[device.name].run(
+                                    artifact,
+                                    device,
+                                    runs=spec.runs,
+                                    warmup_seconds=spec.warmup_seconds,
+                                    threads=spec.threads or device.threads,
+                                    op_profile=r == 0,
+                                )
+                            )
+                            task.advance()
+                    except DeviceError as exc:  # the other devices go on; this one is marked in the report
+                        self.device_errors[device.name] = str(exc)
+                        self.ui.warn(f"{exc} — {device.name}'s results are left out; the other devices go on")
+                        for artifact in here[device.name]:
+                            rounds.pop((artifact.name, device.name), None)
         artifacts = []
         for item in exported:
             artifact = item.artifact
@@ -516,6 +530,16 @@ class _Build:
             precision_plans=list(self.planner.plans) if self.planner is not None else [],
             precrop_reference=cropping,
             gates=evaluate_gates(recipe, steps, ref_step, artifacts, cross),
+            devices=[
+                DeviceStatus(
+                    name=d.name,
+                    description=d.description,
+                    runner=d.connection.runner,
+                    host=d.connection.host,
+                    error=self.device_errors.get(d.name),
+                )
+                for d in devices
+            ],
             wall_seconds=time.perf_counter() - t0,
             phase_seconds=phases,
         )
@@ -580,6 +604,14 @@ def run_build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print_summary(report, out_dir, ui)
+    if report.failed_devices:
+        raise DeviceError(
+            "\n".join(
+                f"device {d.name} failed: {d.error.splitlines()[0] if d.error else ''}"
+                for d in report.failed_devices
+            )
+            + f"\nthe other devices' results are in {out_dir / 'report.md'}"
+        )
     failed = report.failed_gates
     if failed:
         raise GateFailed("; ".join(g.message for g in failed))

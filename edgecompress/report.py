@@ -46,6 +46,17 @@ class Step(BaseModel):
 ROLE_LABELS = {"fp32-twin": " (fp32 twin)", "unpruned-reference": " (unpruned reference)"}
 
 
+class DeviceStatus(BaseModel):
+    """A device of the recipe, how it is reached, and whether its measurements came back."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    description: str
+    runner: str
+    host: str | None = Field(default=None, description="ssh: the alias or user@host[:port] of the profile.")
+    error: str | None = Field(default=None, description="Why the device failed; its results are left out.")
+
+
 class ArtifactResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
@@ -159,6 +170,9 @@ class Report(BaseModel):
         "accuracy cost of cropping measured against it.",
     )
     gates: list[GateResult]
+    devices: list[DeviceStatus] = Field(
+        default_factory=list, description="The recipe's devices; a failed one keeps its error here."
+    )
     wall_seconds: float
     phase_seconds: dict[str, float] = Field(
         default_factory=dict, description="Wall time of the build's phases: 'stages', 'export', 'profile'."
@@ -176,6 +190,10 @@ class Report(BaseModel):
     @property
     def failed_gates(self) -> list[GateResult]:
         return [g for g in self.gates if not g.passed]
+
+    @property
+    def failed_devices(self) -> list[DeviceStatus]:
+        return [d for d in self.devices if d.error]
 
     def to_markdown(self) -> str:
         """The report as a person reads it; every number comes from the JSON model."""
@@ -258,6 +276,12 @@ class Report(BaseModel):
                 "Same precision, different runtimes (top-1 agreement on the test split): "
                 + "; ".join(f"{c.a} vs {c.b}: {c.agreement:.4f}" for c in self.cross_runtime),
             ]
+        if self.devices:
+            out += ["", "## Devices", "", "| device | connection | status |", "|---|---|---|"]
+            for d in self.devices:
+                reach = d.runner + (f" {d.host}" if d.host else "")
+                status = f"**failed**: {d.error.splitlines()[0]}" if d.error else "measured"
+                out.append(f"| {d.name} ({d.description}) | {reach} | {status} |")
         rows = [(a, d, m) for a in self.artifacts for d, m in a.measurements.items()]
         if rows:
             out += [

@@ -6,7 +6,7 @@ A name is looked up in `<recipe dir>/<kind>/`, `./<kind>/`, then the copy shippe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -118,6 +118,11 @@ class DeviceProfile(_Strict):
     connection: Connection = Field(default_factory=Connection)
     power: PowerModel | None = Field(
         default=None, description="Power model for estimated energy per inference."
+    )
+    probed: dict[str, Any] | None = Field(
+        default=None,
+        description="What `edgecompress devices probe` read on the device, and when (OS, kernel, Python, "
+        "runtime versions, governor, thermal zones, energy sources).",
     )
     channel_multiples: dict[str, dict[str, int]] = Field(
         default_factory=dict,

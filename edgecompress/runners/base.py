@@ -84,6 +84,7 @@ class Job:
     argv: Callable[[Place], list[str]]
     what: str  # said in errors: "tflite-int8", "a batch of 12 artifacts"
     stdin: Callable[[Place], str] | None = None
+    script: str = "measure.py"  # or "probe.py" (runtimes/)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,12 @@ class ScriptRunner:
                 f"{device.name}: profiling {what} printed no JSON result:\n{tail(done.stdout + done.stderr)}"
             )
         return result
+
+    def probe(self, device: DeviceProfile) -> dict:
+        """runtimes/probe.py on the device: CPU, ISA, memory, OS, runtimes, governor, thermal zones, energy
+        sources (`edgecompress devices probe`)."""
+        job = Job([], lambda place: [], "the probe", script="probe.py")
+        return self._result(self._measure(device, job), device, job.what)
 
     def _check_runtimes(self, artifacts: list[Artifact], device: DeviceProfile) -> None:
         missing = sorted({a.runtime for a in artifacts} - set(device.runtimes))

@@ -60,7 +60,7 @@ class LocalRunner(ScriptRunner):
         )
 
     def _measure(self, device: DeviceProfile, job: Job) -> Completed:
-        cmd, what = [sys.executable, str(MEASURE_SCRIPT), *job.argv(str)], job.what
+        cmd, what = [sys.executable, str(MEASURE_SCRIPT.parent / job.script), *job.argv(str)], job.what
         try:
             proc = subprocess.run(
                 cmd,

@@ -230,7 +230,7 @@ class SSHRunner(ScriptRunner):
                 return f"{dirs[path.parent]}/{path.name}"
 
             command = " ".join(
-                shlex.quote(a) for a in [device.connection.python, f"{tmp}/measure.py", *argv(place)]
+                shlex.quote(a) for a in [device.connection.python, f"{tmp}/{job.script}", *argv(place)]
             )
             try:
                 result = await asyncio.wait_for(

@@ -14,5 +14,7 @@ from pathlib import Path
 MEASURE_SCRIPT = Path(__file__).resolve().parent / "measure.py"
 SESSIONS_MODULE = Path(__file__).resolve().parent / "sessions.py"
 OP_PROFILES_MODULE = Path(__file__).resolve().parent / "op_profiles.py"
-#: Everything a device needs to run measure.py: copy these three into one directory.
-DEVICE_SCRIPTS = (MEASURE_SCRIPT, SESSIONS_MODULE, OP_PROFILES_MODULE)
+#: What a device is (stdlib only): `edgecompress devices probe` runs it; measure.py takes cpu_info from it.
+PROBE_SCRIPT = Path(__file__).resolve().parent / "probe.py"
+#: Everything a device needs to run measure.py and probe.py: copy these into one directory.
+DEVICE_SCRIPTS = (MEASURE_SCRIPT, SESSIONS_MODULE, OP_PROFILES_MODULE, PROBE_SCRIPT)

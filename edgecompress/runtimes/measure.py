@@ -43,37 +43,6 @@ import numpy as np
 ARTIFACT_EXIT = 3
 RUNTIME_EXIT = 4
 
-#: ISA features that decide which kernels a runtime can use (x86 then ARM spellings in /proc/cpuinfo).
-ISA_FLAGS = (
-    "sse4_1",
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "amx_fp16",
-    "neon",
-    "asimd",
-    "asimdhp",
-    "asimddp",
-    "asimdfhm",
-    "i8mm",
-    "bf16",
-    "sve",
-    "sve2",
-    "sme",
-)
-
 
 @functools.cache
 def _load_sibling(name: str):
@@ -88,38 +57,14 @@ def _load_sibling(name: str):
     return module
 
 
+_probe = _load_sibling("probe")
+ISA_FLAGS = _probe.ISA_FLAGS
+cpu_info = _probe.cpu_info
 _op_profiles = _load_sibling("op_profiles")
 aggregate_litert = _op_profiles.aggregate_litert
 aggregate_openvino = _op_profiles.aggregate_openvino
 inventory_profile = _op_profiles.inventory_profile
 precision_of = _op_profiles.precision_of
-
-
-def cpu_info() -> tuple[str, list[str]]:
-    """CPU model name and the ISA_FLAGS this CPU has, from /proc/cpuinfo (platform fallbacks elsewhere)."""
-    fields: dict[str, str] = {}
-    flags: set[str] = set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("flags", "features"):
-            flags.update(value.split())
-        else:
-            fields.setdefault(key, value.strip())
-    # x86 names the CPU in "model name" ("model" is a number there); ARM boards say "Hardware" or "Model".
-    model = next((fields[k] for k in ("model name", "hardware", "cpu model") if fields.get(k)), "")
-    if not model and not fields.get("model", "").isdigit():
-        model = fields.get("model", "")
-    if not model:
-        try:
-            model = Path("/sys/firmware/devicetree/base/model").read_text().strip("\x00\n ")
-        except OSError:
-            model = platform.processor() or platform.machine()
-    return model, [f for f in ISA_FLAGS if f in flags]
 
 
 def _proc_status_mb(field: str) -> float | None:

@@ -6,8 +6,11 @@ temporary files removed."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -284,3 +287,137 @@ def test_device_files_never_hold_a_password(tmp_path):
 def _other_key(tmp_path: Path) -> str:
     sshd.keygen(tmp_path / "other", "other")
     return " ".join((tmp_path / "other.pub").read_text().split()[:2])
+
+
+BUILD = f"""\
+name: two-devices
+seed: 1
+model: {{source: {sshd.REPO / "examples" / "models.py"}:tiny_cnn, input_shape: [1, 1, 16, 16]}}
+data: {{dataset: digits, image_size: [16, 16]}}
+stages:
+  - {{type: train, epochs: 1, lr: 0.005}}
+export:
+  - {{format: tflite, precision: fp32}}
+devices: [desktop, board]
+profile: {{runs: 20, warmup_seconds: 0.05, rounds: 2}}
+"""
+
+
+def test_a_build_measures_on_desktop_and_the_board_side_by_side(client, tmp_path):
+    from edgecompress.pipeline import run_build
+
+    _device(client, tmp_path)
+    (tmp_path / "recipe.yaml").write_text(BUILD)
+    report = run_build(tmp_path / "recipe.yaml", out=tmp_path / "out", verbosity=0)
+    (artifact,) = report.artifacts
+    assert sorted(artifact.measurements) == ["board", "desktop"]
+    board = artifact.measurements["board"]
+    assert len(board.latency.rounds_p50_ms) == 2 and board.runtime_version.startswith("ai-edge-litert")
+    assert [(d.name, d.runner, d.error) for d in report.devices] == [
+        ("desktop", "local", None),
+        ("board", "ssh", None),
+    ]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| board (loopback board over SSH (test fixture)) | ssh board | measured |" in text
+    assert "| board | tflite-fp32 |" in text and "| desktop | tflite-fp32 |" in text
+    assert _leftovers(client) == []
+
+
+def test_a_failed_device_is_marked_and_the_others_kept(client, tmp_path):
+    """The board's host key is unknown: the build still writes its output with the desktop's results and
+    the board marked failed, then exits 1 naming the device."""
+    _device(client, tmp_path)
+    client.known_hosts.write_text("")
+    (tmp_path / "recipe.yaml").write_text(BUILD)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "build",
+            str(tmp_path / "recipe.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(client.home)},
+    )
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-2].startswith("error: device board failed: board: the host key of board is not in ")
+    assert lines[-1] == f"error: the other devices' results are in {tmp_path / 'out' / 'report.md'}"
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert list(saved["artifacts"][0]["measurements"]) == ["desktop"]
+    board = next(d for d in saved["devices"] if d["name"] == "board")
+    assert board["error"].startswith("board: the host key of board is not in ")
+    assert "**failed**: board: the host key" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_devices_probe_writes_a_profile_that_measures(client, tmp_path, artifact):
+    out = tmp_path / "devices" / "probed.yaml"
+    env = {**os.environ, "HOME": str(client.home)}
+    env.pop("SSH_AUTH_SOCK", None)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "devices",
+            "probe",
+            "ssh://board",
+            "--python",
+            client.python,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"wrote {out}: ") and "runtimes: litert;" in res.stdout
+    device = load_device("probed", base_dir=tmp_path)
+    local = sshd.REPO / "edgecompress" / "runtimes" / "probe.py"
+    here = json.loads(
+        subprocess.run([sys.executable, str(local)], capture_output=True, text=True, check=True).stdout
+    )
+    assert device.cpu.model == here["cpu_model"] and device.cpu.isa == here["isa_flags"]  # the same CPU
+    assert device.runtimes == ["litert"], "the board's Python has LiteRT and no OpenVINO"
+    assert device.connection.runner == "ssh" and device.connection.host == "board"
+    assert device.connection.python == client.python
+    assert device.probed["python"]["path"].startswith(str(client.root))
+    assert device.probed["runtimes"]["openvino"] is None and device.probed["runtimes"]["numpy"]
+    assert device.memory_mb == here["memory_mb"] and device.threads == device.cpu.cores
+    m = SSHRunner().run(artifact, device, runs=5, warmup_seconds=0, threads=1, op_profile=False)
+    assert m.device == "probed" and m.latency.runs == 5
+    listing = subprocess.run(
+        [sys.executable, "-m", "edgecompress.cli", "devices"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    line = next(x for x in listing.stdout.splitlines() if x.startswith("probed "))
+    assert "ssh board" in line and "probed 20" in line
+    # a wrong host key: one line, exit 1, nothing written
+    client.known_hosts.write_text(f"[127.0.0.1]:{client.port} " + _other_key(tmp_path) + "\n")
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "devices",
+            "probe",
+            "ssh://board",
+            "--out",
+            str(tmp_path / "x.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert again.returncode == 1 and not (tmp_path / "x.yaml").exists()
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith("error: x: the host key of board does not match the one recorded in "), line
