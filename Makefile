@@ -30,10 +30,15 @@ $(BOARD)/.installed: $(STAMP)
 	$(PIP) --python $(BOARD)/bin/python install --quiet numpy ai-edge-litert
 	touch $@
 
+# headless chromium renders report.html in its test
 system-packages:
+	@{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } && \
+		{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || \
+		$(SUDO) apt-get update -qq
 	@command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || { \
-		$(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends openssh-server openssh-client procps; }
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 demo: install
 	$(VENV)/bin/edgecompress build recipes/quickstart.yaml

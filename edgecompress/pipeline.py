@@ -121,6 +121,9 @@ def evaluate_gates(
             for pattern, limit in gates.max_latency_ms.items():
                 if fnmatch.fnmatch(subject, pattern):
                     out.append(_at_most("max_latency_ms", subject, m.latency.p50_ms, limit))
+            for pattern, limit in gates.max_energy_mj.items():
+                if fnmatch.fnmatch(subject, pattern):
+                    out.append(_energy_gate(subject, m, limit, gates.allow_estimated))
     out += [
         _at_least("parity.min_agreement", f"{c.a} vs {c.b}", c.agreement, min_agreement)
         for c in cross_runtime
@@ -130,6 +133,27 @@ def evaluate_gates(
         drop = reference.test_accuracy - last.test_accuracy
         out.append(_at_most("max_accuracy_drop", last.name, drop, gates.max_accuracy_drop))
     return out
+
+
+def _energy_gate(subject: str, m: Any, limit: float, allow_estimated: bool) -> GateResult:
+    """max_energy_mj on a measurement; an estimate counts only with allow_estimated, and says so."""
+    energy = m.energy
+    if energy is None or (energy.kind == "estimated" and not allow_estimated):
+        have = (
+            f"only {energy.label} {energy.mj_per_inference:.4g} mJ"
+            if energy is not None
+            else "no energy figure"
+        )
+        return GateResult(
+            gate="max_energy_mj",
+            subject=subject,
+            limit=limit,
+            value=None,
+            passed=False,
+            note=f"{have}; give the device an energy source (its profile's energy) or set gates.allow_estimated",
+        )
+    result = _at_most("max_energy_mj", subject, energy.mj_per_inference, limit)
+    return result.model_copy(update={"note": energy.label})
 
 
 class _Build:
@@ -377,8 +401,22 @@ class _Build:
                 f"profiling {total // spec.rounds} artifact×device pairs on {', '.join(here)}: {spec.rounds} "
                 f"interleaved fresh-process round{'s' if spec.rounds > 1 else ''} of {spec.runs} timed runs each"
             )
+        # energy: once per artifact (the first round), where the device has a source; else estimated
+        energy = spec.energy or bool(self.recipe.gates.max_energy_mj)
+        for device in (d for d in devices if d.name in here and energy and d.energy is None):
+            self.ui.warn(
+                f"{device.name}: no energy source in its profile; its energy is estimated from the power model"
+                + ("" if device.power else " (it has none either: no energy figure)")
+            )
+        if energy and any(d.energy for d in devices if d.name in here):
+            self.ui.info(
+                f"measuring energy: idle, {spec.energy_windows} windows of {spec.energy_window_seconds:g} s of "
+                "inference, idle again, per artifact"
+            )
         with self.ui.progress("profiling", total=total) as task:
             for r in range(spec.rounds):
+                if r and spec.cooldown_seconds:
+                    time.sleep(spec.cooldown_seconds)
                 for device in (d for d in devices if d.name in here):
                     if device.name in self.device_errors:
                         continue
@@ -395,6 +433,9 @@ class _Build:
                                     warmup_seconds=spec.warmup_seconds,
                                     threads=spec.threads or device.threads,
                                     op_profile=r == 0,
+                                    energy=(spec.energy_window_seconds, spec.energy_windows)
+                                    if energy and r == 0 and device.energy is not None
+                                    else None,
                                 )
                             )
                             task.advance()
@@ -546,9 +587,13 @@ class _Build:
 
 
 def write_outputs(report: Report, recipe: Recipe, directory: Path) -> None:
-    """report.json (canonical), report.md, recipe.lock.yaml."""
+    """report.json (canonical), report.md, report.html (self-contained: inline CSS and SVG plots, nothing
+    fetched; it opens with the artifact to ship per device), recipe.lock.yaml."""
+    from edgecompress.report_html import render_html  # matplotlib and jinja2 load only when writing
+
     (directory / "report.json").write_text(report.model_dump_json(indent=2))
     (directory / "report.md").write_text(report.to_markdown())
+    (directory / "report.html").write_text(render_html(report), encoding="utf-8")
     lock = {
         "recipe_hash": report.recipe_hash,
         "seed": recipe.seed,

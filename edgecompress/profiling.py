@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -80,6 +82,44 @@ class OpProfile(BaseModel):
         return [op for op in self.ops if op.status == "EXECUTED"][:n]
 
 
+class Energy(BaseModel):
+    """Energy per inference, always labelled: `measured (<source>)` from a power or energy reading taken
+    over timed windows, or `estimated (<model>)` from the device's power model and the CPU time."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["measured", "estimated"]
+    source: str = Field(
+        description="rapl, perf, rpi5-pmic, ina3221, android-battery, meter, or 'power model'."
+    )
+    mj_per_inference: float = Field(description="Net of idle power when measured (the figure gates use).")
+    gross_mj_per_inference: float | None = Field(
+        default=None, description="Measured: all energy over the timed windows / inferences, idle included."
+    )
+    idle_watts: float | None = Field(default=None, description="Measured: mean of the idle before and after.")
+    windows: int = Field(default=0, description="Measured: timed windows (each at least 10 s).")
+    spread_mj: tuple[float, float] | None = Field(
+        default=None, description="Measured: lowest and highest net mJ per inference of the windows."
+    )
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} ({self.source})"
+
+
+class Thermal(BaseModel):
+    """Temperature and CPU frequency before and after a measurement, and whether it throttled."""
+
+    model_config = ConfigDict(frozen=True)
+    before_c: float | None = None
+    after_c: float | None = None
+    before_mhz: float | None = None
+    after_mhz: float | None = None
+    throttled: bool = Field(
+        default=False, description="The frequency fell, or the kernel's throttle flag rose."
+    )
+    note: str = ""
+
+
 class Measurements(BaseModel):
     """What the profiling script reports for one artifact on one device (all measured, none estimated
     unless the field name says so)."""
@@ -113,30 +153,40 @@ class Measurements(BaseModel):
     op_profile: OpProfile | None = Field(
         default=None, description="The runtime's own per-op profile, when it was asked for."
     )
+    energy: Energy | None = Field(
+        default=None, description="Energy per inference, labelled measured or estimated (see Energy)."
+    )
+    thermal: Thermal | None = Field(default=None, description="Temperature and frequency around the timing.")
 
 
 def combine_rounds(rounds: list[Measurements]) -> Measurements:
     """One artifact measured in several fresh processes -> one Measurements: the round with the lowest p50
-    (its p90, p99, load time, ... come with it) with every round's p50 in `latency.rounds_p50_ms`, the op
-    profile of whichever round took one, and the highest peak RSS.
+        (its p90, p99, load time, ... come with it) with every round's p50 in `latency.rounds_p50_ms`, the op
+        profile of whichever round took one, the highest peak RSS, the measured energy of the round that measured
+    it, and the thermal record of a round that throttled (if any).
 
-    Why the fastest round and not the median: on a shared or virtualised machine the same artifact runs in
-    a fast and a slow mode for seconds at a time, and interference only ever slows it (seen here: 12
-    back-to-back fresh processes on one 0.085 ms LiteRT model read 0.19-0.20 ms in 4 of them with 2
-    threads, and 0.105 ms in 11 of 12 with 1 thread). With a slow mode a third of the time, a median of
-    three rounds lands in it 7 times in 27; the fastest round is the artifact's own speed, as `timeit` reports the
-    minimum. The range of the rounds stays in the report, so the spread is never hidden.
+        Why the fastest round and not the median: on a shared or virtualised machine the same artifact runs in
+        a fast and a slow mode for seconds at a time, and interference only ever slows it (seen here: 12
+        back-to-back fresh processes on one 0.085 ms LiteRT model read 0.19-0.20 ms in 4 of them with 2
+        threads, and 0.105 ms in 11 of 12 with 1 thread). With a slow mode a third of the time, a median of
+        three rounds lands in it 7 times in 27; the fastest round is the artifact's own speed, as `timeit` reports the
+        minimum. The range of the rounds stays in the report, so the spread is never hidden.
     """
     if not rounds:
         raise ValueError("combine_rounds needs at least one measurement")
     fastest = min(rounds, key=lambda m: m.latency.p50_ms)
     profile = next((m.op_profile for m in rounds if m.op_profile is not None), None)
     latency = fastest.latency.model_copy(update={"rounds_p50_ms": [m.latency.p50_ms for m in rounds]})
+    measured = [m.energy for m in rounds if m.energy is not None and m.energy.kind == "measured"]
+    throttled = [m.thermal for m in rounds if m.thermal is not None and m.thermal.throttled]
     return fastest.model_copy(
         update={
             "latency": latency,
             "op_profile": profile,
             "peak_rss_mb": max(m.peak_rss_mb for m in rounds),
+            # energy is measured in one round; a round that throttled marks the artifact
+            "energy": measured[0] if measured else fastest.energy,
+            "thermal": throttled[0] if throttled else fastest.thermal,
         }
     )
 

@@ -254,6 +254,24 @@ class ProfileSpec(_Strict):
         "reported as no measurable difference.",
     )
     enabled: bool = Field(default=True, description="Set false to skip latency and memory profiling.")
+    energy: bool = Field(
+        default=False,
+        description="Measure energy per inference on every device with an energy source (its profile's "
+        "`energy`), once per artifact: idle, `energy_windows` windows of back-to-back inference, idle again. "
+        "Costs about (energy_windows + 1) x energy_window_seconds per artifact. Off: estimated from the power "
+        "model only (labelled so). Turned on by a max_energy_mj gate.",
+    )
+    energy_window_seconds: float = Field(
+        default=10.0, ge=10.0, description="Length of each timed energy window (at least 10 s)."
+    )
+    energy_windows: int = Field(
+        default=3, ge=1, le=20, description="Timed energy windows; the median is kept."
+    )
+    cooldown_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Pause between profiling rounds, for devices that heat up and throttle.",
+    )
 
 
 class ParitySpec(_Strict):
@@ -279,6 +297,15 @@ class GatesSpec(_Strict):
     max_latency_ms: dict[str, float] = Field(
         default_factory=dict,
         description="Largest p50 latency per 'device/artifact' (globs allowed), e.g. {'desktop/tflite-*': 2.0}.",
+    )
+    max_energy_mj: dict[str, float] = Field(
+        default_factory=dict,
+        description="Largest energy per inference (mJ) per 'device/artifact' (globs allowed). Measured where the "
+        "device has an energy source (this gate turns profile.energy on); an estimate fails it only with "
+        "allow_estimated: true, else the gate fails for want of a measurement.",
+    )
+    allow_estimated: bool = Field(
+        default=False, description="Let max_energy_mj be judged on estimated energy (power model) too."
     )
 
 
@@ -391,13 +418,8 @@ def _check_latency_budgets(recipe: Recipe, recipe_path: Path, fail: Any) -> None
             )
         profile = load_device(device, base_dir=recipe_path.parent)
         runtime = EXPORTERS.get(spec.format).runtime
-        if profile.connection.runner != "local":
-            raise fail(
-                (*where, "device"),
-                f"{device} is measured through its '{profile.connection.runner}' runner, which latency "
-                "budgets cannot use yet; give a local device",
-            )
-        if runtime_version(runtime) is None:
+        # a remote device's runtime is checked when its facts are read, in the prune stage's pre-check
+        if profile.connection.runner == "local" and runtime_version(runtime) is None:
             raise fail(
                 (*where, "export"),
                 f"no latency model of {device}/{runtime} and no way to measure one: {runtime} is not "
@@ -658,9 +680,10 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
     _check_latency_budgets(recipe, recipe_path, fail)
     _check_precrop_references(recipe, recipe_path, fail)
     known = {f"{d}/{e.artifact_name}" for d in recipe.devices for e in recipe.export}
-    for pattern in recipe.gates.max_latency_ms:
-        if not fnmatch.filter(known, pattern):
-            raise fail(
-                ("gates", "max_latency_ms", pattern),
-                f"matches no 'device/artifact'; known: {', '.join(sorted(known)) or 'none'}",
-            )
+    for gate in ("max_latency_ms", "max_energy_mj"):
+        for pattern in getattr(recipe.gates, gate):
+            if not fnmatch.filter(known, pattern):
+                raise fail(
+                    ("gates", gate, pattern),
+                    f"matches no 'device/artifact'; known: {', '.join(sorted(known)) or 'none'}",
+                )

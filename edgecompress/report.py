@@ -99,13 +99,17 @@ class GateResult(BaseModel):
     gate: str
     subject: str = Field(description="What was checked, e.g. 'tflite-fp32' or 'desktop/openvino-fp32'.")
     limit: float
-    value: float
+    value: float | None = Field(description="None: nothing to judge (see note).")
     passed: bool
+    note: str = Field(default="", description="What the value is (e.g. 'measured (rapl)'), or why none.")
 
     @property
     def message(self) -> str:
+        if self.value is None:
+            return f"{self.gate} [{self.subject}]: {self.note} (limit {self.limit:.4g}) FAILED"
         verdict = "ok" if self.passed else f"FAILED by {abs(self.value - self.limit):.4g}"
-        return f"{self.gate} [{self.subject}]: {self.value:.4g} (limit {self.limit:.4g}) {verdict}"
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.gate} [{self.subject}]: {self.value:.4g}{note} (limit {self.limit:.4g}) {verdict}"
 
 
 class PrecropReference(BaseModel):
@@ -294,12 +298,14 @@ class Report(BaseModel):
                 "the rounds' range; the other columns are those of that round.",
                 "",
                 "| device | artifact | threads | p50 ms (rounds) | p90 ms | p99 ms | mean ± std ms | load ms | first ms | "
-                "peak RSS MiB | energy mJ (est.) |",
+                "peak RSS MiB | energy mJ / inference |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for a, d, m in rows:
                 lat = m.latency
-                energy = f"{m.energy_mj_estimated:.3f}" if m.energy_mj_estimated is not None else "—"
+                energy = f"{m.energy.mj_per_inference:.3f} {m.energy.label}" if m.energy is not None else "—"
+                if m.energy is not None and m.energy.spread_mj is not None:
+                    energy += f" ({m.energy.spread_mj[0]:.3f}–{m.energy.spread_mj[1]:.3f})"
                 low, high = lat.spread_ms
                 rounds = (
                     f" ({low:.3f}–{high:.3f}, {len(lat.rounds_p50_ms)})" if len(lat.rounds_p50_ms) > 1 else ""
@@ -309,6 +315,12 @@ class Report(BaseModel):
                     f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f} | {m.load_ms:.1f} | {m.first_inference_ms:.2f} | "
                     f"{m.peak_rss_mb:.1f} | {energy} |"
                 )
+            for a, d, m in rows:
+                if m.thermal is not None and m.thermal.throttled:
+                    out.append(
+                        f"\n**{d}/{a.name} throttled** during its measurement ({m.thermal.note}): its latency "
+                        "and energy are those of a hot device; profile.cooldown_seconds gives it time between rounds."
+                    )
             for ref in (a for a in self.artifacts if a.role == "unpruned-reference"):
                 pruned = next((a for a in self.artifacts if f"{a.name}-unpruned" == ref.name), None)
                 for device, m in ref.measurements.items():

@@ -106,6 +106,27 @@ class Connection(_Strict):
         return self
 
 
+class EnergySource(_Strict):
+    """Where a device's energy is read (runtimes/energy.py): on the device, during its timed windows."""
+
+    source: Literal["rapl", "ina3221", "android-battery", "rpi5-pmic", "meter"] = Field(
+        description="rapl: powercap counters (x86); ina3221: Jetson/INA2xx hwmon rails; android-battery: "
+        "battery current x voltage (unplugged); rpi5-pmic: vcgencmd pmic_read_adc; meter: a command printing watts."
+    )
+    command: str | None = Field(
+        default=None,
+        description="meter: the command that prints watts (INA219/INA226 reader, USB meter); rpi5-pmic: "
+        "default `vcgencmd pmic_read_adc`. Runs on the device.",
+    )
+    sysfs_root: str = Field(default="/sys", description="Where sysfs is (tests and chroots).")
+
+    @model_validator(mode="after")
+    def _meter_command(self) -> EnergySource:
+        if self.source == "meter" and not self.command:
+            raise ValueError("source meter needs command: the command on the device that prints watts")
+        return self
+
+
 class DeviceProfile(_Strict):
     """A device artifacts are profiled on. See devices/desktop.yaml."""
 
@@ -118,6 +139,9 @@ class DeviceProfile(_Strict):
     connection: Connection = Field(default_factory=Connection)
     power: PowerModel | None = Field(
         default=None, description="Power model for estimated energy per inference."
+    )
+    energy: EnergySource | None = Field(
+        default=None, description="Where energy is measured when profile.energy is on (else estimated)."
     )
     probed: dict[str, Any] | None = Field(
         default=None,

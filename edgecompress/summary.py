@@ -69,7 +69,7 @@ def print_summary(report: Report, out_dir: Path, ui: UI) -> None:
             if not g.passed or ui.verbosity >= 2:
                 ui.console.print(("[green]" if g.passed else "[red]") + g.message, highlight=False)
     ui.console.print(
-        f"wrote {out_dir}/ (report.md, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s"
+        f"wrote {out_dir}/ (report.md, report.html, report.json, recipe.lock.yaml) in {report.wall_seconds:.1f} s"
         + (f" ({report.phase_summary})" if report.phase_seconds else ""),
         highlight=False,
     )

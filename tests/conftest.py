@@ -77,3 +77,37 @@ def make_ctx(digits16, tmp_path):
         )
 
     return _make
+
+
+def measurements(device: str = "desktop", p50: float = 1.0, rounds: tuple[float, ...] = (), **kw):
+    """A Measurements with plausible fields around a p50 (ms); `kw` overrides or adds fields (energy, ...)."""
+    from edgecompress.profiling import LatencyStats, Measurements
+
+    latency = LatencyStats(
+        runs=20,
+        p50_ms=p50,
+        p90_ms=p50 * 1.1,
+        p99_ms=p50 * 1.2,
+        mean_ms=p50,
+        std_ms=0.01,
+        min_ms=p50 * 0.9,
+        max_ms=p50 * 1.3,
+        rounds_p50_ms=list(rounds),
+    )
+    fields = dict(
+        device=device,
+        runtime="litert",
+        runtime_version="2.3.0",
+        threads=1,
+        load_ms=3.0,
+        first_inference_ms=1.0,
+        warmup_seconds=0.1,
+        latency=latency,
+        peak_rss_mb=50.0,
+        baseline_rss_mb=30.0,
+        file_size_bytes=1000,
+        cpu_model="Test CPU",
+        isa_flags=["avx2"],
+        python_version="3.11",
+    )
+    return Measurements(**(fields | kw))

@@ -16,13 +16,15 @@ from edgecompress.exporters.base import Artifact
 from edgecompress.profiling import (
     BatchResult,
     BatchTiming,
+    Energy,
     LatencyStats,
     Measurements,
     OpProfile,
     RuntimeFacts,
+    Thermal,
 )
 from edgecompress.runtimes.measure import ARTIFACT_EXIT, RUNTIME_EXIT
-from edgecompress.specs import DeviceProfile
+from edgecompress.specs import DeviceProfile, EnergySource
 
 #: Where a local file lands on the device, as the device's command line spells it.
 Place = Callable[[Path], str]
@@ -73,6 +75,51 @@ def check_artifacts(artifacts: list[Artifact]) -> None:
 
 def timing_arguments(*, runs: int, warmup_seconds: float, threads: int) -> list[str]:
     return ["--threads", str(threads), "--runs", str(runs), "--warmup-seconds", str(warmup_seconds)]
+
+
+def energy_of(measured: dict | None, estimated_mj: float | None) -> Energy | None:
+    """measure.py's energy result as a labelled Energy; else the power model's estimate; else None."""
+    if measured:
+        nets = measured["net_mj_windows"]
+        return Energy(
+            kind="measured",
+            source=measured["source"],
+            mj_per_inference=measured["net_mj"],
+            gross_mj_per_inference=measured["gross_mj"],
+            idle_watts=measured["idle_watts"],
+            windows=measured["windows"],
+            spread_mj=(min(nets), max(nets)),
+        )
+    if estimated_mj is not None:
+        return Energy(kind="estimated", source="power model", mj_per_inference=estimated_mj)
+    return None
+
+
+def thermal_of(readings: dict | None) -> Thermal | None:
+    """Before/after temperature and frequency; throttled when the frequency fell by more than 10% or the
+    kernel's throttle count rose."""
+    if not readings:
+        return None
+    before, after = readings["before"], readings.get("after_energy") or readings["after"]
+    fell = bool(before.get("mhz") and after.get("mhz") and after["mhz"] < 0.9 * before["mhz"])
+    counted = (
+        before.get("throttle_count") is not None
+        and after.get("throttle_count") is not None
+        and after["throttle_count"] > before["throttle_count"]
+    )
+    notes = []
+    if fell:
+        notes.append(f"CPU 0 at {after['mhz']:.0f} MHz after, {before['mhz']:.0f} before")
+    if counted:
+        notes.append(f"{after['throttle_count'] - before['throttle_count']} thermal throttle events")
+    return Thermal(
+        before_c=before.get("temp_c"),
+        after_c=after.get("temp_c"),
+        before_mhz=before.get("mhz"),
+        after_mhz=after.get("mhz"),
+        throttled=fell or counted,
+        note="; ".join(notes),
+    )
 
 
 @dataclass(frozen=True)
@@ -128,9 +175,26 @@ class ScriptRunner:
         warmup_seconds: float,
         threads: int,
         op_profile: bool,
+        energy: tuple[EnergySource, float, int] | None = None,
     ) -> list[str]:
-        """measure.py's arguments for one artifact, its path as the device sees it."""
+        """measure.py's arguments for one artifact, its path as the device sees it; `energy`: (source, window
+        seconds, windows) to measure energy per inference after the timing."""
+        measured = []
+        if energy is not None:
+            source, seconds, windows = energy
+            measured = [
+                "--energy",
+                source.source,
+                "--energy-window-seconds",
+                str(seconds),
+                "--energy-windows",
+                str(windows),
+                "--sysfs-root",
+                source.sysfs_root,
+                *(["--energy-command", source.command] if source.command else []),
+            ]
         return [
+            *measured,
             "--runtime",
             artifact.runtime,
             "--model",
@@ -253,14 +317,16 @@ class ScriptRunner:
         warmup_seconds: float,
         threads: int,
         op_profile: bool = True,
+        energy: tuple[float, int] | None = None,
     ) -> Measurements:
         """Measurements of `artifact` on `device`; DeviceError with the end of the script's stderr if it fails.
 
         `op_profile`: add the runtime's per-op profile, a separate pass after the timed runs in the same child
         process (the pipeline asks for it in the first round only).
 
-        `energy_mj_estimated` is set only when the device has a power model, and is an estimate (see
-        `estimated_energy_mj`), never a measurement.
+        `energy`: (window seconds, windows) to measure energy per inference from the device's energy source
+        (DeviceError when it cannot be read); `Measurements.energy` is then `measured (<source>)`, else
+        `estimated (power model)` when the device has a power model (`energy_mj_estimated` too), else None.
         """
         if artifact.runtime not in device.runtimes:
             raise DeviceError(
@@ -268,6 +334,15 @@ class ScriptRunner:
                 f"the device's runtimes ({', '.join(device.runtimes)})"
             )
         check_artifacts([artifact])
+
+        request = None
+        if energy is not None:
+            if device.energy is None:
+                raise DeviceError(
+                    f"{device.name}: energy was asked for but the device profile names no energy source "
+                    "(energy: {source: rapl | ina3221 | android-battery | rpi5-pmic | meter})"
+                )
+            request = (device.energy, *energy)
 
         def argv(place: Place) -> list[str]:
             return self.arguments(
@@ -277,12 +352,16 @@ class ScriptRunner:
                 warmup_seconds=warmup_seconds,
                 threads=threads,
                 op_profile=op_profile,
+                energy=request,
             )
 
         done = self._measure(device, Job(list(artifact.files), argv, artifact.name))
         result = self._result(done, device, artifact.name)
+        if "energy_error" in result:
+            raise DeviceError(f"{device.name}: cannot measure energy: {result['energy_error']}")
         try:
             latency = LatencyStats.model_validate(result["latency"])
+            estimated = estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms)
             return Measurements(
                 device=device.name,
                 runtime=result["runtime"],
@@ -299,8 +378,10 @@ class ScriptRunner:
                 cpu_model=result["cpu_model"],
                 isa_flags=result["isa_flags"],
                 python_version=result["python_version"],
-                energy_mj_estimated=estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms),
+                energy_mj_estimated=estimated,
                 op_profile=OpProfile.model_validate(result["op_profile"]) if "op_profile" in result else None,
+                energy=energy_of(result.get("energy"), estimated),
+                thermal=thermal_of(result.get("thermal")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(

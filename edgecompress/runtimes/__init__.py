@@ -16,5 +16,7 @@ SESSIONS_MODULE = Path(__file__).resolve().parent / "sessions.py"
 OP_PROFILES_MODULE = Path(__file__).resolve().parent / "op_profiles.py"
 #: What a device is (stdlib only): `edgecompress devices probe` runs it; measure.py takes cpu_info from it.
 PROBE_SCRIPT = Path(__file__).resolve().parent / "probe.py"
+#: Energy readers and the energy-per-inference arithmetic (stdlib only), run on the device.
+ENERGY_MODULE = Path(__file__).resolve().parent / "energy.py"
 #: Everything a device needs to run measure.py and probe.py: copy these into one directory.
-DEVICE_SCRIPTS = (MEASURE_SCRIPT, SESSIONS_MODULE, OP_PROFILES_MODULE, PROBE_SCRIPT)
+DEVICE_SCRIPTS = (MEASURE_SCRIPT, SESSIONS_MODULE, OP_PROFILES_MODULE, PROBE_SCRIPT, ENERGY_MODULE)

@@ -53,6 +53,7 @@ def _load_sibling(name: str):
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -253,8 +254,12 @@ def measure(
     warmup_seconds: float,
     inference_precision: str | None = None,
     seed: int = 0,
+    energy: dict | None = None,
 ) -> dict[str, object]:
+    """`energy`: {source, command, window_seconds, windows, root} to measure energy per inference after the
+    timing (energy.py), in this process on the device; its failure is reported in "energy_error"."""
     sessions = _load_sibling("sessions")
+    thermal_before = _probe.thermal_state()
     # Import the runtime before the baseline, so the baseline is "runtime loaded, model not yet".
     sessions.import_runtime(runtime)
     baseline = current_rss_mb()
@@ -286,9 +291,35 @@ def measure(
             times.append((time.perf_counter() - t0) * 1000)
     finally:
         gc.enable()
+    thermal_after = _probe.thermal_state()
+
+    extra: dict[str, object] = {"thermal": {"before": thermal_before, "after": thermal_after}}
+    if energy:
+        module = _load_sibling("energy")
+        try:
+            reader = module.open_reader(
+                energy["source"], command=energy.get("command"), root=Path(energy.get("root") or "/sys")
+            )
+            count = [0]
+
+            def run() -> None:
+                session.run(inputs[count[0] % len(inputs)])
+                count[0] += 1
+
+            extra["energy"] = module.measure_windows(
+                run,
+                reader,
+                window_seconds=float(energy["window_seconds"]),
+                windows=int(energy["windows"]),
+                interval=getattr(reader, "interval", 0.05),
+            )
+            extra["energy"]["source"] = energy["source"]
+        except module.EnergyUnavailable as exc:
+            extra["energy_error"] = f"{energy['source']}: {exc}"
+        extra["thermal"]["after_energy"] = _probe.thermal_state()
 
     cpu_model, isa = cpu_info()
-    return {
+    return extra | {
         "runtime": runtime,
         "runtime_version": session.runtime_version,
         "execution_precision": session.execution_precision,
@@ -459,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--op-profile-runs", type=int, default=50, help="inferences of the per-op profile")
     parser.add_argument("--op-profile-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--energy", help="measure energy per inference from this source (energy.py SOURCES)")
+    parser.add_argument("--energy-command", help="rpi5-pmic / meter: the command to read")
+    parser.add_argument("--energy-window-seconds", type=float, default=10.0, help="each timed window")
+    parser.add_argument("--energy-windows", type=int, default=3, help="timed windows (median taken)")
+    parser.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)  # tests: a sysfs tree
     parser.add_argument(
         "--facts", action="store_true", help="print this machine's CPU, ISA flags and runtimes, then exit"
     )
@@ -515,7 +551,20 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         profile = op_profile(args.runtime, args.model, runs=args.op_profile_runs, **common)
         print(json.dumps(profile))
         return 0
-    result = measure(args.runtime, args.model, runs=args.runs, warmup_seconds=args.warmup_seconds, **common)
+    energy = (
+        {
+            "source": args.energy,
+            "command": args.energy_command,
+            "window_seconds": args.energy_window_seconds,
+            "windows": args.energy_windows,
+            "root": args.sysfs_root,
+        }
+        if args.energy
+        else None
+    )
+    result = measure(
+        args.runtime, args.model, runs=args.runs, warmup_seconds=args.warmup_seconds, energy=energy, **common
+    )
     if args.op_profile:
         result["op_profile"] = isolated_op_profile(
             args.runtime, args.model, runs=args.op_profile_runs, **common

@@ -139,6 +139,22 @@ def thermal_zones(root: Path = Path("/sys/class/thermal")) -> list[dict]:
     return zones
 
 
+def thermal_state(sys_root: Path = Path("/sys")) -> dict:
+    """The hottest thermal zone (°C), CPU 0's current frequency (MHz) and the kernel's throttle count (x86
+    `thermal_throttle`), each None where not readable: measure.py reads it before and after timing."""
+    temps = [z["temp_c"] for z in thermal_zones(sys_root / "class" / "thermal") if z["temp_c"] is not None]
+    freq = _read(sys_root / "devices" / "system" / "cpu" / "cpu0" / "cpufreq" / "scaling_cur_freq")
+    counts = [
+        _read(p)
+        for p in (sys_root / "devices" / "system" / "cpu").glob("cpu*/thermal_throttle/core_throttle_count")
+    ]
+    return {
+        "temp_c": max(temps) if temps else None,
+        "mhz": int(freq) / 1000 if freq and freq.isdigit() else None,
+        "throttle_count": sum(int(c) for c in counts if c and c.isdigit()) if counts else None,
+    }
+
+
 def energy_sources(sys_root: Path = Path("/sys")) -> list[dict]:
     """Energy or power readings this account can read: RAPL powercap counters, INA3221/INA2xx hwmon rails
     (Jetson, boards with a shunt monitor), the Android battery's current and voltage, the Raspberry Pi 5

@@ -421,3 +421,101 @@ def test_devices_probe_writes_a_profile_that_measures(client, tmp_path, artifact
     assert again.returncode == 1 and not (tmp_path / "x.yaml").exists()
     (line,) = again.stderr.strip().splitlines()
     assert line.startswith("error: x: the host key of board does not match the one recorded in "), line
+
+
+def _energy_device(board, tmp_path: Path, sysfs: Path):
+    text = board.device_yaml("board") + f"energy: {{source: rapl, sysfs_root: '{sysfs}'}}\n"
+    (tmp_path / "devices").mkdir(exist_ok=True)
+    (tmp_path / "devices" / "board.yaml").write_text(text)
+    return load_device("board", base_dir=tmp_path)
+
+
+def test_energy_is_measured_on_the_board_through_a_wrapping_rapl_counter(client, tmp_path, artifact):
+    """A powercap tree on the board (Documentation/power/powercap/powercap.rst layout) whose counter a thread
+    here advances at 5 W and wraps every 0.4 s (max_energy_range_uj 2 J): the board reads it over its own
+    windows; idle power 5 W, net energy per inference ~0 (the fake draws the same busy or idle)."""
+    sysfs = client.root / "sysfs"
+    zone = sysfs / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("2000000\n")
+    (zone / "energy_uj").write_text("0\n")
+    for p in (sysfs, *sysfs.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    stop = threading.Event()
+
+    def advance() -> None:
+        start = time.monotonic()
+        while not stop.wait(0.005):
+            uj = int((time.monotonic() - start) * 5_000_000) % 2_000_000
+            (zone / ".next").write_text(f"{uj}\n")
+            (zone / ".next").chmod(0o644)
+            os.replace(zone / ".next", zone / "energy_uj")
+
+    writer = threading.Thread(target=advance)
+    writer.start()
+    try:
+        m = SSHRunner().run(
+            artifact,
+            _energy_device(client, tmp_path, sysfs),
+            runs=20,
+            warmup_seconds=0,
+            threads=1,
+            op_profile=False,
+            energy=(1.0, 2),
+        )
+    finally:
+        stop.set()
+        writer.join()
+    e = m.energy
+    assert e is not None and e.label == "measured (rapl)" and e.windows == 2
+    assert e.idle_watts == pytest.approx(5.0, rel=0.1)
+    assert e.gross_mj_per_inference > 0 and abs(e.mj_per_inference) < 0.15 * e.gross_mj_per_inference
+    assert m.thermal is not None
+    with pytest.raises(DeviceError) as info:
+        SSHRunner().run(
+            artifact,
+            _energy_device(client, tmp_path, client.root / "no-sysfs"),
+            runs=5,
+            warmup_seconds=0,
+            threads=1,
+            energy=(0.5, 1),
+        )
+    assert str(info.value).startswith("board: cannot measure energy: rapl: no RAPL package domains under ")
+    assert _leftovers(client) == []
+
+
+def test_the_latency_model_is_calibrated_through_the_ssh_runner(client, tmp_path, monkeypatch):
+    """`edgecompress devices calibrate board`: the latency model's layer graphs are timed on the board by the
+    SSH runner, unchanged, and cached under the board's facts (its LiteRT version, its CPU)."""
+    monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+    _device(client, tmp_path)
+    (tmp_path / "recipe.yaml").write_text(
+        BUILD.replace("devices: [desktop, board]", "devices: [board]").replace(
+            "stages:\n  - {type: train, epochs: 1, lr: 0.005}\n", ""
+        )
+    )
+    env = {**os.environ, "HOME": str(client.home), "EDGECOMPRESS_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "devices",
+            "calibrate",
+            "board",
+            "--recipe",
+            str(tmp_path / "recipe.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "board/litert:" in res.stderr and "measured now" in res.stderr  # the console is stderr
+    tables = list((tmp_path / "cache").rglob("*.json"))
+    assert tables, list((tmp_path / "cache").rglob("*"))
+    text = " ".join(t.read_text() for t in tables)
+    assert '"board"' in text and "ai-edge-litert" in text
+    assert _leftovers(client) == []

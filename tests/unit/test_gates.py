@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from edgecompress.pipeline import evaluate_gates
-from edgecompress.profiling import LatencyStats, Measurements
+from edgecompress.profiling import Measurements
 from edgecompress.recipe import parse_recipe
 from edgecompress.report import ArtifactResult, Parity, Report, Step
 from edgecompress.summary import summary_table
+from tests.conftest import measurements
 
 RECIPE = """\
 name: g
@@ -17,25 +18,7 @@ gates: {max_accuracy_drop: 0.01, max_size_kb: 10, max_latency_ms: {"desktop/tfli
 
 
 def _measurements(p50: float) -> Measurements:
-    lat = LatencyStats(
-        runs=10, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50, std_ms=0.0, min_ms=p50, max_ms=p50
-    )
-    return Measurements(
-        device="desktop",
-        runtime="litert",
-        runtime_version="x",
-        threads=2,
-        load_ms=1.0,
-        first_inference_ms=1.0,
-        warmup_seconds=1.0,
-        latency=lat,
-        peak_rss_mb=50.0,
-        baseline_rss_mb=40.0,
-        file_size_bytes=1000,
-        cpu_model="cpu",
-        isa_flags=["avx2"],
-        python_version="3.11",
-    )
+    return measurements("desktop", p50, threads=2)
 
 
 def _artifact(acc: float, agreement: float, size: int, p50: float) -> ArtifactResult:

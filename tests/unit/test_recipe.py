@@ -206,6 +206,26 @@ def test_latency_gate_must_match_an_artifact(write_recipe):
         load_recipe(path)
 
 
+def test_energy_gate_and_windows(write_recipe):
+    path = write_recipe(BASE + "export: [{format: tflite}]\ngates: {max_energy_mj: {'pi/*': 1.0}}\n")
+    with pytest.raises(RecipeError, match=r"gates\.max_energy_mj\.pi/\*: matches no 'device/artifact'"):
+        load_recipe(path)
+    path = write_recipe(
+        BASE + "export: [{format: tflite}]\nprofile: {energy: true, energy_window_seconds: 2}\n"
+    )
+    with pytest.raises(
+        RecipeError, match=r"profile\.energy_window_seconds: Input should be greater than or equal to 10"
+    ):
+        load_recipe(path)
+    recipe = load_recipe(
+        write_recipe(
+            BASE
+            + "export: [{format: tflite}]\ngates: {max_energy_mj: {'desktop/*': 1.0}, allow_estimated: true}\n"
+        )
+    )
+    assert recipe.gates.max_energy_mj == {"desktop/*": 1.0} and recipe.gates.allow_estimated
+
+
 def test_folder_dataset_needs_existing_path(write_recipe):
     path = write_recipe(BASE.replace("dataset: digits", "dataset: folder, path: no/such/dir"))
     with pytest.raises(RecipeError, match=r"data\.path: not found: no/such/dir"):
