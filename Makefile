@@ -32,13 +32,16 @@ $(BOARD)/.installed: $(STAMP)
 
 # headless chromium renders report.html in its test
 system-packages:
-	@{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } && \
-		{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || \
-		$(SUDO) apt-get update -qq
-	@command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || { \
-		$(SUDO) apt-get install -y -qq --no-install-recommends openssh-server openssh-client procps; }
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+	@missing=""; \
+	{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || missing="$$missing openssh-server openssh-client procps"; \
+	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$$missing chromium"; \
+	command -v adb >/dev/null 2>&1 || missing="$$missing adb"; \
+	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	command -v pkill >/dev/null 2>&1 || missing="$$missing procps"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages the tests need:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 demo: install
 	$(VENV)/bin/edgecompress build recipes/quickstart.yaml

@@ -113,5 +113,9 @@ EXPORTERS: Registry[Any] = Registry(
 )
 RUNNERS: Registry[Any] = Registry(
     "runners",
-    {"local": "edgecompress.runners.local:LocalRunner", "ssh": "edgecompress.runners.ssh:SSHRunner"},
+    {
+        "local": "edgecompress.runners.local:LocalRunner",
+        "ssh": "edgecompress.runners.ssh:SSHRunner",
+        "adb": "edgecompress.runners.adb:AdbRunner",
+    },
 )

@@ -70,7 +70,16 @@ class PowerModel(_Strict):
 
 
 class Connection(_Strict):
-    runner: Literal["local", "ssh"] = Field(default="local", description="How artifacts reach the device.")
+    runner: Literal["local", "ssh", "adb"] = Field(
+        default="local", description="How artifacts reach the device."
+    )
+    serial: str | None = Field(default=None, description="adb: the device's serial (`adb devices`).")
+    affinity: str | None = Field(
+        default=None,
+        pattern=r"^(0x)?[0-9a-fA-F]+$",
+        description="adb: hex CPU mask the measurement is pinned to on the device (taskset), e.g. f0 for the "
+        "big cores of a 4+4 phone.",
+    )
     host: str | None = Field(
         default=None,
         description="ssh: an alias of ~/.ssh/config or user@host[:port]. Keys and ssh-agent only; never a password.",
@@ -96,6 +105,8 @@ class Connection(_Strict):
     def _needs_host(self) -> Connection:
         if self.runner == "ssh" and not self.host:
             raise ValueError("runner ssh needs host: an alias of ~/.ssh/config or user@host[:port]")
+        if self.runner == "adb" and not self.serial:
+            raise ValueError("runner adb needs serial: the device's serial as `adb devices` lists it")
         if self.host and self.runner == "ssh":
             _, _, address = self.host.rpartition("@")
             port = address.rsplit("]:", 1)[1] if address.startswith("[") and "]:" in address else None
