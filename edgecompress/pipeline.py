@@ -28,7 +28,15 @@ from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_ve
 from edgecompress.errors import DeviceError, GateFailed, RecipeError
 from edgecompress.recipe import ExportSpec, Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, import_object
-from edgecompress.report import ArtifactResult, CrossRuntime, DeviceStatus, GateResult, Report, Step
+from edgecompress.report import (
+    ArtifactResult,
+    CrossRuntime,
+    DeviceParity,
+    DeviceStatus,
+    GateResult,
+    Report,
+    Step,
+)
 from edgecompress.specs import DeviceProfile, load_device
 from edgecompress.stages.base import precheck_stages, run_stage
 from edgecompress.stages.prune import precrop_reference
@@ -116,6 +124,10 @@ def evaluate_gates(
             out.append(_at_least("min_accuracy", a.name, a.parity.accuracy, gates.min_accuracy))
         if gates.max_size_kb is not None:
             out.append(_at_most("max_size_kb", a.name, a.size_bytes / 1024, gates.max_size_kb))
+        for device, p in a.device_parity.items():  # the same answers there as here
+            out.append(
+                _at_least("parity.min_agreement", f"{device}/{a.name} vs here", p.agreement, min_agreement)
+            )
         for device, m in a.measurements.items():
             subject = f"{device}/{a.name}"
             for pattern, limit in gates.max_latency_ms.items():
@@ -444,6 +456,7 @@ class _Build:
                         self.ui.warn(f"{exc} — {device.name}'s results are left out; the other devices go on")
                         for artifact in here[device.name]:
                             rounds.pop((artifact.name, device.name), None)
+        device_parity = self._parity_on_devices(exported, [d for d in devices if d.name in here])
         artifacts = []
         for item in exported:
             artifact = item.artifact
@@ -463,11 +476,52 @@ class _Build:
                     size_bytes=artifact.size_bytes,
                     parity=item.parity,
                     measurements=measurements,
+                    device_parity=device_parity.get(artifact.name, {}),
                     requested_precision=item.requested_precision,
                     divergent_layers=list(item.divergent_layers),
                 )
             )
         return artifacts
+
+    def _parity_on_devices(
+        self, exported: list[_Exported], devices: list[DeviceProfile]
+    ) -> dict[str, dict[str, DeviceParity]]:
+        """profile.parity_on_device: every artifact's outputs on each remote device against its local run.
+        A device that fails here is marked like one that fails profiling."""
+        from edgecompress.exporters.parity import compare_logits
+
+        if not self.recipe.profile.parity_on_device:
+            return {}
+        x, y = self.test_split
+        out: dict[str, dict[str, DeviceParity]] = {}
+        for device in devices:
+            if device.connection.runner == "local" or device.name in self.device_errors:
+                continue
+            runner = RUNNERS.get(device.connection.runner)()
+            here = [e for e in exported if e.artifact.runtime in device.runtimes]
+            try:
+                with self.ui.progress(f"parity on {device.name}", total=len(here)) as task:
+                    for item in here:
+                        logits, precision = runner.outputs(
+                            item.artifact, device, x, threads=self.recipe.profile.threads or device.threads
+                        )
+                        p = compare_logits(logits, item.logits, y, execution_precision=precision)
+                        out.setdefault(item.artifact.name, {})[device.name] = DeviceParity(
+                            n=p.n,
+                            agreement=p.agreement,
+                            max_abs_diff=p.max_abs_diff,
+                            accuracy=p.accuracy,
+                            execution_precision=precision,
+                        )
+                        self.ui.info(
+                            f"  {item.artifact.name} on {device.name}: top-1 agreement {p.agreement:.4f} with the "
+                            f"local run, max abs diff {p.max_abs_diff:.2e}"
+                        )
+                        task.advance()
+            except DeviceError as exc:
+                self.device_errors[device.name] = str(exc)
+                self.ui.warn(f"{exc} — {device.name}'s results are left out; the other devices go on")
+        return out
 
     def _diagnose_int8(
         self, exported: list[_Exported], artifacts: list[ArtifactResult]
@@ -509,6 +563,7 @@ class _Build:
         adapter = FRAMEWORKS.get(recipe.model.resolved_framework)()
         ui.info(f"[bold]edgecompress build[/bold] {recipe.name}: loading data '{recipe.data.dataset}'")
         data = load_data(recipe.data, self.recipe_path, seed=recipe.seed)
+        self.test_split = (data.test.x, data.test.y)
         expected = tuple(recipe.model.input_shape[1:])
         if expected != data.sample_shape:
             raise RecipeError(

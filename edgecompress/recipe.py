@@ -272,6 +272,11 @@ class ProfileSpec(_Strict):
         ge=0,
         description="Pause between profiling rounds, for devices that heat up and throttle.",
     )
+    parity_on_device: bool = Field(
+        default=False,
+        description="Run the test split through every artifact on each remote device (ssh, adb) and compare "
+        "with the local run: does it give the same answers there? (top-1 agreement, max abs difference)",
+    )
 
 
 class ParitySpec(_Strict):

@@ -57,6 +57,17 @@ class DeviceStatus(BaseModel):
     error: str | None = Field(default=None, description="Why the device failed; its results are left out.")
 
 
+class DeviceParity(BaseModel):
+    """The artifact run on the device over the test split, against the same artifact run here."""
+
+    model_config = ConfigDict(frozen=True)
+    n: int
+    agreement: float = Field(description="Share of images whose top-1 on the device equals the local run's.")
+    max_abs_diff: float = Field(description="Largest absolute output difference to the local run.")
+    accuracy: float = Field(description="Top-1 accuracy on the device against the labels.")
+    execution_precision: str = ""
+
+
 class ArtifactResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
@@ -74,6 +85,10 @@ class ArtifactResult(BaseModel):
     parity: Parity
     measurements: dict[str, Measurements] = Field(
         default_factory=dict, description="Device name -> measurements."
+    )
+    device_parity: dict[str, DeviceParity] = Field(
+        default_factory=dict,
+        description="Device name -> the artifact's outputs there against its local run (profile.parity_on_device).",
     )
     requested_precision: str | None = Field(
         default=None, description="The recipe's precision when it differs from what was exported (auto)."
@@ -279,6 +294,19 @@ class Report(BaseModel):
                 "",
                 "Same precision, different runtimes (top-1 agreement on the test split): "
                 + "; ".join(f"{c.a} vs {c.b}: {c.agreement:.4f}" for c in self.cross_runtime),
+            ]
+        parity_rows = [(a, d, p) for a in self.artifacts for d, p in a.device_parity.items()]
+        if parity_rows:
+            out += [
+                "",
+                "## Parity on the device (the test split run there, against the same artifact run here)",
+                "",
+                "| device | artifact | images | top-1 agreement | max abs diff | accuracy there |",
+                "|---|---|---:|---:|---:|---:|",
+            ]
+            out += [
+                f"| {d} | {a.name} | {p.n} | {p.agreement:.4f} | {p.max_abs_diff:.2e} | {p.accuracy:.4f} |"
+                for a, d, p in parity_rows
             ]
         if self.devices:
             out += ["", "## Devices", "", "| device | connection | status |", "|---|---|---|"]

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgecompress.errors import ArtifactError, DeviceError
 from edgecompress.exporters.base import Artifact
@@ -235,6 +236,47 @@ class ScriptRunner:
                 f"{device.name}: profiling {what} printed no JSON result:\n{tail(done.stdout + done.stderr)}"
             )
         return result
+
+    def outputs(self, artifact: Artifact, device: DeviceProfile, x: Any, *, threads: int) -> tuple[Any, str]:
+        """`artifact`'s outputs for the images `x` ([N, ...], one per call) computed on the device, and the
+        precision its runtime computed in: parity on the device."""
+        import base64
+        import io
+        import tempfile
+
+        import numpy as np
+
+        check_artifacts([artifact])
+        with tempfile.TemporaryDirectory(prefix="edgecompress-parity-") as tmp:
+            inputs = Path(tmp) / "inputs.npy"
+            np.save(inputs, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+
+            def argv(place: Place) -> list[str]:
+                return [
+                    "--runtime",
+                    artifact.runtime,
+                    "--model",
+                    place(artifact.path),
+                    "--threads",
+                    str(threads),
+                    *(
+                        ["--inference-precision", artifact.inference_precision]
+                        if artifact.inference_precision
+                        else []
+                    ),
+                    "--outputs",
+                    place(inputs),
+                ]
+
+            what = f"{artifact.name} on the test split"
+            result = self._result(
+                self._measure(device, Job([*artifact.files, inputs], argv, what)), device, what
+            )
+        try:
+            logits = np.load(io.BytesIO(base64.b64decode(result["outputs"])), allow_pickle=False)
+        except (KeyError, ValueError) as exc:
+            raise DeviceError(f"{device.name}: unreadable outputs of {artifact.name}: {exc}") from None
+        return logits, str(result.get("execution_precision", ""))
 
     def probe(self, device: DeviceProfile) -> dict:
         """runtimes/probe.py on the device: CPU, ISA, memory, OS, runtimes, governor, thermal zones, energy

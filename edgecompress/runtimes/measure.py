@@ -342,6 +342,27 @@ def measure(
     }
 
 
+def outputs(
+    runtime: str, model: Path, inputs: Path, *, threads: int, inference_precision: str | None
+) -> dict:
+    """The artifact's outputs for every input of `inputs` (.npy), one call each: {"outputs": base64 of the
+    float32 .npy [N, K], "execution_precision"}."""
+    import base64
+    import io
+
+    sessions = _load_sibling("sessions")
+    session = sessions.open_session(runtime, model, threads=threads, inference_precision=inference_precision)
+    x = np.load(inputs, allow_pickle=False)
+    rows = [np.asarray(session.run(x[i : i + 1]), dtype=np.float32).reshape(-1) for i in range(len(x))]
+    buffer = io.BytesIO()
+    np.save(buffer, np.stack(rows) if rows else np.zeros((0, 0), np.float32), allow_pickle=False)
+    return {
+        "outputs": base64.b64encode(buffer.getvalue()).decode(),
+        "execution_precision": session.execution_precision,
+        "count": len(rows),
+    }
+
+
 def measure_batch(
     models: list[dict[str, object]],
     *,
@@ -496,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--energy-windows", type=int, default=3, help="timed windows (median taken)")
     parser.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)  # tests: a sysfs tree
     parser.add_argument(
+        "--outputs",
+        type=Path,
+        help="instead of timing: run every input of this .npy ([N, ...], one per call) and print the outputs "
+        "(parity on the device)",
+    )
+    parser.add_argument(
         "--facts", action="store_true", help="print this machine's CPU, ISA flags and runtimes, then exit"
     )
     args = parser.parse_args(argv)
@@ -546,6 +573,19 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if args.runtime is None or args.model is None:
         parser.error("--runtime and --model are required (or --batch FILE)")
+    if args.outputs is not None:
+        print(
+            json.dumps(
+                outputs(
+                    args.runtime,
+                    args.model,
+                    args.outputs,
+                    threads=args.threads,
+                    inference_precision=args.inference_precision,
+                )
+            )
+        )
+        return 0
     common = {"threads": args.threads, "inference_precision": args.inference_precision, "seed": args.seed}
     if args.op_profile_only:
         profile = op_profile(args.runtime, args.model, runs=args.op_profile_runs, **common)

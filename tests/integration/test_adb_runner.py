@@ -84,6 +84,16 @@ def test_measures_over_adb_pinned_to_the_mask(phone, tmp_path, artifact):
     assert facts.runtime_version == m.runtime_version
     batch = AdbRunner().run_batch([artifact, artifact], device, runs=5, warmup_seconds=0, threads=1, rounds=2)
     assert [len(t.rounds_p50_ms) for t in batch.timings] == [2, 2]
+    # parity on the device: the phone's outputs for a few images, against this machine's
+    import numpy as np
+
+    from edgecompress.runtimes.sessions import open_session
+
+    x = np.random.default_rng(0).standard_normal((5, *SHAPE[1:])).astype(np.float32)
+    there, precision = AdbRunner().outputs(artifact, device, x, threads=1)
+    session = open_session("litert", artifact.path, threads=1)
+    here = np.stack([session.run(x[i : i + 1]).reshape(-1) for i in range(len(x))])
+    assert there.shape == (5, 10) and precision == "f32" and np.array_equal(there, here)
     assert _leftovers(tmp_path) == []
 
 

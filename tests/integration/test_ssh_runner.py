@@ -304,10 +304,12 @@ profile: {{runs: 20, warmup_seconds: 0.05, rounds: 2}}
 
 
 def test_a_build_measures_on_desktop_and_the_board_side_by_side(client, tmp_path):
+    """...and runs the test split through the artifact on the board (profile.parity_on_device): the same
+    LiteRT on the same CPU gives the same answers."""
     from edgecompress.pipeline import run_build
 
     _device(client, tmp_path)
-    (tmp_path / "recipe.yaml").write_text(BUILD)
+    (tmp_path / "recipe.yaml").write_text(BUILD.replace("rounds: 2}", "rounds: 2, parity_on_device: true}"))
     report = run_build(tmp_path / "recipe.yaml", out=tmp_path / "out", verbosity=0)
     (artifact,) = report.artifacts
     assert sorted(artifact.measurements) == ["board", "desktop"]
@@ -317,7 +319,13 @@ def test_a_build_measures_on_desktop_and_the_board_side_by_side(client, tmp_path
         ("desktop", "local", None),
         ("board", "ssh", None),
     ]
+    parity = artifact.device_parity["board"]
+    assert parity.n == report.data["test"] and parity.agreement == 1.0 and parity.max_abs_diff == 0.0
+    assert parity.accuracy == artifact.parity.accuracy and "desktop" not in artifact.device_parity
+    assert any(g.subject == "board/tflite-fp32 vs here" and g.passed for g in report.gates)
     text = (tmp_path / "out" / "report.md").read_text()
+    assert "| board | tflite-fp32 | " in text.split("## Parity on the device")[1]
+    assert "Same answers on the device?" in (tmp_path / "out" / "report.html").read_text()
     assert "| board (loopback board over SSH (test fixture)) | ssh board | measured |" in text
     assert "| board | tflite-fp32 |" in text and "| desktop | tflite-fp32 |" in text
     assert _leftovers(client) == []
