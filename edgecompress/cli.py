@@ -217,7 +217,10 @@ def devices(ctx: typer.Context) -> None:
 @devices_app.command("probe")
 def probe(
     target: Annotated[
-        str, typer.Argument(help="ssh://HOST (an alias of ~/.ssh/config or user@host[:port]), or local.")
+        str,
+        typer.Argument(
+            help="ssh://HOST (an alias of ~/.ssh/config or user@host[:port]), adb://SERIAL, or local."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The profile to write: devices/NAME.yaml.")],
     python: Annotated[
@@ -229,12 +232,16 @@ def probe(
             "--accept-new", help="Trust an unknown host key on first use (recorded in known_hosts)."
         ),
     ] = False,
+    workdir: Annotated[
+        str | None,
+        typer.Option("--workdir", help="Directory on the device for temporary files (adb: /data/local/tmp)."),
+    ] = None,
 ) -> None:
     """Write a device profile by probing the device: CPU, ISA features, memory, OS and kernel, the runtimes
     its Python has, the CPU governor, thermal zones and the energy sources it can read."""
     from edgecompress.device_probe import probe_device
 
-    path, data = probe_device(target, out, python=python, accept_new=accept_new)
+    path, data = probe_device(target, out, python=python, accept_new=accept_new, workdir=workdir)
     cpu, probed = data["cpu"], data["probed"]
     typer.echo(
         f"wrote {path}: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']} ({', '.join(cpu['isa']) or 'no ISA flags'}), "

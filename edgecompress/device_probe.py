@@ -1,7 +1,8 @@
 """`edgecompress devices probe TARGET --out devices/NAME.yaml`: a device profile written from what the device
 says about itself (runtimes/probe.py, run there by its runner with its own Python), not typed in by hand.
 
-TARGET is `ssh://HOST` (an alias of ~/.ssh/config or user@host[:port]) or `local` (this machine).
+TARGET is `ssh://HOST` (an alias of ~/.ssh/config or user@host[:port]), `adb://SERIAL` (an Android device
+with a Python, e.g. Termux's: `--python`), or `local` (this machine).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from edgecompress.errors import BackendUnavailable, RecipeError
+from edgecompress.errors import RecipeError
 
 #: ISA features that give int8 dot products (VNNI, AMX; ARM dotprod and i8mm).
 INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
@@ -28,12 +29,10 @@ def parse_target(target: str) -> dict[str, Any]:
     scheme, sep, rest = target.partition("://")
     if sep and scheme == "ssh" and rest:
         return {"runner": "ssh", "host": rest}
-    if sep and scheme == "adb":
-        raise BackendUnavailable(
-            f"{target}: the adb runner is not built yet; probe boards over ssh:// (or `local`)"
-        )
+    if sep and scheme == "adb" and rest:
+        return {"runner": "adb", "serial": rest}
     raise RecipeError(
-        f"{target}: a target is ssh://HOST (an alias of ~/.ssh/config or user@host[:port]) or local"
+        f"{target}: a target is ssh://HOST (an alias of ~/.ssh/config or user@host[:port]), adb://SERIAL or local"
     )
 
 
@@ -80,6 +79,7 @@ def probe_device(
     *,
     python: str | None = None,
     accept_new: bool = False,
+    workdir: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Probe TARGET and write its profile to `out` (replacing it whole, never half-written); the profile."""
     from edgecompress.registry import RUNNERS
@@ -93,6 +93,8 @@ def probe_device(
         connection["python"] = python
     if accept_new:
         connection["known_hosts"] = "accept-new"
+    if workdir:
+        connection["workdir"] = workdir
     name = out.stem
     probing = DeviceProfile.model_validate(
         {

@@ -170,3 +170,35 @@ def test_a_corrupt_artifact_is_named(phone, tmp_path, artifact):
     with pytest.raises(ArtifactError) as info:
         AdbRunner().run(bad, _device(tmp_path), runs=5, warmup_seconds=0, threads=1)
     assert str(info.value).startswith(f"phone: {broken}: LiteRT cannot load it: ")
+
+
+def test_devices_probe_over_adb(phone, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "devices" / "pixel.yaml"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "devices",
+            "probe",
+            "adb://R5CT1234",
+            "--python",
+            PYTHON,
+            "--workdir",
+            str(tmp_path / "data/local/tmp"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert res.returncode == 0, res.stderr
+    device = load_device("pixel", base_dir=tmp_path)
+    assert device.connection.runner == "adb" and device.connection.serial == "R5CT1234"
+    assert device.runtimes == ["litert"] and device.probed["python"]["path"].startswith(str(sshd.BOARD_VENV))
+    assert device.connection.workdir == str(tmp_path / "data/local/tmp") and _leftovers(tmp_path) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgecompress.device_probe import parse_target, profile_from_probe
-from edgecompress.errors import BackendUnavailable, RecipeError
+from edgecompress.errors import RecipeError
 from edgecompress.runtimes import probe
 from edgecompress.specs import DeviceProfile
 
@@ -70,10 +70,10 @@ def test_parse_target():
     assert parse_target("ssh://pi5") == {"runner": "ssh", "host": "pi5"}
     assert parse_target("ssh://pi@10.0.0.5:2222") == {"runner": "ssh", "host": "pi@10.0.0.5:2222"}
     assert parse_target("local") == {"runner": "local"}
-    with pytest.raises(BackendUnavailable, match="adb runner is not built yet"):
-        parse_target("adb://R5CT1234")
-    with pytest.raises(RecipeError, match="a target is ssh://HOST"):
-        parse_target("pi5")
+    assert parse_target("adb://R5CT1234") == {"runner": "adb", "serial": "R5CT1234"}
+    for bad in ("pi5", "adb://", "usb://x"):
+        with pytest.raises(RecipeError, match="a target is ssh://HOST"):
+            parse_target(bad)
 
 
 FACTS = {
