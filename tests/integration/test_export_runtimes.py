@@ -23,7 +23,7 @@ from torch import nn  # noqa: E402
 from edgecompress.console import UI  # noqa: E402
 from edgecompress.context import RunContext  # noqa: E402
 from edgecompress.data import load_data  # noqa: E402
-from edgecompress.errors import DeviceError, ExportError  # noqa: E402
+from edgecompress.errors import ArtifactError, ExportError  # noqa: E402
 from edgecompress.exporters.base import Artifact  # noqa: E402
 from edgecompress.exporters.parity import check_parity  # noqa: E402
 from edgecompress.profiling import Measurements  # noqa: E402
@@ -289,7 +289,8 @@ def test_local_runner(setup):
     assert plain.energy_mj_estimated is None and plain.runtime == "litert"
 
 
-def test_broken_artifact_path_raises_device_error(tmp_path):
+def test_a_missing_artifact_is_an_artifact_error_naming_it(tmp_path):
+    """Found before any process starts (exit 2, like a corrupt file), not as the child's traceback."""
     missing = tmp_path / "missing.tflite"
     artifact = Artifact(
         name="tflite-fp32",
@@ -302,8 +303,9 @@ def test_broken_artifact_path_raises_device_error(tmp_path):
         input_shape=[1, 1, 8, 8],
         layout="NCHW",
     )
-    with pytest.raises(DeviceError, match=r"missing\.tflite"):
+    with pytest.raises(ArtifactError) as info:
         LocalRunner().run(artifact, _device(), runs=5, warmup_seconds=0.0, threads=1)
+    assert str(info.value) == f"{missing}: no such file" and info.value.exit_code == 2
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "openvino"])
