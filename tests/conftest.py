@@ -111,3 +111,20 @@ def measurements(device: str = "desktop", p50: float = 1.0, rounds: tuple[float,
         python_version="3.11",
     )
     return Measurements(**(fields | kw))
+
+
+def tiny_tflite(out: Path):
+    """A small fp32 .tflite (conv, relu, linear on 1x16x16) made with litert-torch, as an Artifact."""
+    import torch
+    from litert_torch import convert
+    from torch import nn
+
+    from edgecompress.exporters.base import artifact_from_file
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 10)
+    ).eval()
+    convert(model, (torch.randn(1, 1, 16, 16),)).export(str(out / "tiny.tflite"))
+    update = {"name": "tflite-fp32", "precision": "fp32", "input_shape": [1, 1, 16, 16], "layout": "NCHW"}
+    return artifact_from_file(out / "tiny.tflite").model_copy(update=update)

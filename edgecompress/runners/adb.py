@@ -21,8 +21,7 @@ import subprocess
 from pathlib import Path
 
 from edgecompress.errors import DeviceError
-from edgecompress.profiling import RuntimeFacts
-from edgecompress.runners.base import RUNTIME_PACKAGES, Completed, Job, ScriptRunner, tail
+from edgecompress.runners.base import Completed, Job, ScriptRunner, tail
 from edgecompress.runtimes import DEVICE_SCRIPTS
 from edgecompress.specs import DeviceProfile
 
@@ -34,24 +33,6 @@ class AdbRunner(ScriptRunner):
     """measure.py on an Android device over adb; see the module docstring."""
 
     where = "the device"
-
-    def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
-        found = self._result(
-            self._measure(device, Job([], lambda place: ["--facts"], "the device's facts")), device, "facts"
-        )
-        version = found["runtime_versions"].get(runtime)
-        if runtime not in device.runtimes or version is None:
-            raise DeviceError(
-                f"{device.name}: {runtime} is not installed for {device.connection.python} on the device: "
-                f"pip install {RUNTIME_PACKAGES[runtime]} there (or set connection.python)"
-            )
-        return RuntimeFacts(
-            runtime=runtime,
-            runtime_version=version,
-            cpu_model=found["cpu_model"],
-            isa_flags=found["isa_flags"],
-            arch=found["arch"],
-        )
 
     # ---------------------------------------------------------------------------------------------- adb
 

@@ -159,7 +159,23 @@ class ScriptRunner:
     # ----------------------------------------------------------------------------------- the subclass's part
 
     def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
-        raise NotImplementedError
+        """The device's CPU, ISA flags and `runtime`'s version, from measure.py --facts run there (nothing
+        measured); DeviceError when the runtime is not installed for the device's Python."""
+        job = Job([], lambda place: ["--facts"], "the device's facts")
+        found = self._result(self._measure(device, job), device, job.what)
+        version = found["runtime_versions"].get(runtime)
+        if runtime not in device.runtimes or version is None:
+            raise DeviceError(
+                f"{device.name}: {runtime} is not installed for {device.connection.python} on {self.where}: "
+                f"pip install {RUNTIME_PACKAGES[runtime]} there (or set connection.python)"
+            )
+        return RuntimeFacts(
+            runtime=runtime,
+            runtime_version=version,
+            cpu_model=found["cpu_model"],
+            isa_flags=found["isa_flags"],
+            arch=found["arch"],
+        )
 
     def _measure(self, device: DeviceProfile, job: Job) -> Completed:
         """Run measure.py for `job` on the device; DeviceError when it cannot be run at all."""

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import DeviceError
-from edgecompress.profiling import RuntimeFacts
-from edgecompress.runners.base import RUNTIME_PACKAGES, Completed, Job, ScriptRunner, tail
+from edgecompress.runners.base import Completed, Job, ScriptRunner, tail
 from edgecompress.runtimes import DEVICE_SCRIPTS
 from edgecompress.specs import DeviceProfile
 
@@ -93,37 +92,6 @@ class SSHRunner(ScriptRunner):
 
     #: Seconds the clean-up of the board's temporary directory may take.
     CLEANUP_SECONDS = 30.0
-
-    def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
-        found = self.probe_facts(device)
-        version = found["runtime_versions"].get(runtime)
-        if runtime not in device.runtimes or version is None:
-            raise DeviceError(
-                f"{device.name}: {runtime} is not installed for {device.connection.python} on the device: "
-                f"pip install {RUNTIME_PACKAGES[runtime]} there (or set connection.python)"
-            )
-        return RuntimeFacts(
-            runtime=runtime,
-            runtime_version=version,
-            cpu_model=found["cpu_model"],
-            isa_flags=found["isa_flags"],
-            arch=found["arch"],
-        )
-
-    def probe_facts(self, device: DeviceProfile) -> dict:
-        """measure.py --facts on the board: CPU, ISA flags, architecture, Python, runtime versions."""
-        done = self._measure(device, Job([], lambda place: ["--facts"], "the device's facts"))
-        result = self._result(done, device, "the device's facts")
-        return result
-
-    def shell(self, device: DeviceProfile, command: str, *, timeout: float = 60.0) -> Completed:
-        """One shell command on the board (the caller quotes its arguments): the device probe's reads."""
-        return _run(self._shell(device, command, timeout))
-
-    async def _shell(self, device: DeviceProfile, command: str, timeout: float) -> Completed:
-        async with await self._connect(device) as conn:
-            result = await asyncio.wait_for(conn.run(command, check=False), timeout)
-            return Completed(result.exit_status or 0, str(result.stdout), str(result.stderr))
 
     def _measure(self, device: DeviceProfile, job: Job) -> Completed:
         return _run(self._remote(device, job))

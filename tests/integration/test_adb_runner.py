@@ -15,11 +15,12 @@ torch = pytest.importorskip("torch")
 litert_torch = pytest.importorskip("litert_torch")
 
 from edgecompress.errors import ArtifactError, DeviceError  # noqa: E402
-from edgecompress.exporters.base import Artifact, artifact_from_file  # noqa: E402
+from edgecompress.exporters.base import Artifact  # noqa: E402
 from edgecompress.runners.adb import AdbRunner  # noqa: E402
 from edgecompress.specs import load_device  # noqa: E402
 from tests import sshd  # noqa: E402
 from tests.adb_standin import AdbStandIn  # noqa: E402
+from tests.conftest import tiny_tflite  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +45,7 @@ def phone(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Artifact:
-    from torch import nn
-
-    out = tmp_path_factory.mktemp("adb_artifact")
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 10)
-    ).eval()
-    litert_torch.convert(model, (torch.randn(*SHAPE),)).export(str(out / "tiny.tflite"))
-    update = {"name": "tflite-fp32", "precision": "fp32", "input_shape": list(SHAPE), "layout": "NCHW"}
-    return artifact_from_file(out / "tiny.tflite").model_copy(update=update)
+    return tiny_tflite(tmp_path_factory.mktemp("adb_artifact"))
 
 
 def _device(tmp_path: Path, *, serial: str = "R5CT1234", python: str = PYTHON, affinity: str | None = None):

@@ -22,11 +22,12 @@ litert_torch = pytest.importorskip("litert_torch")
 pytest.importorskip("asyncssh")
 
 from edgecompress.errors import ArtifactError, DeviceError, RecipeError  # noqa: E402
-from edgecompress.exporters.base import Artifact, artifact_from_file  # noqa: E402
+from edgecompress.exporters.base import Artifact  # noqa: E402
 from edgecompress.runners.local import LocalRunner  # noqa: E402
 from edgecompress.runners.ssh import SSHRunner  # noqa: E402
 from edgecompress.specs import load_device  # noqa: E402
 from tests import sshd  # noqa: E402
+from tests.conftest import tiny_tflite  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +54,7 @@ def client(board, monkeypatch):
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Artifact:
-    from torch import nn
-
-    out = tmp_path_factory.mktemp("ssh_artifact")
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 10)
-    ).eval()
-    litert_torch.convert(model, (torch.randn(*SHAPE),)).export(str(out / "tiny.tflite"))
-    update = {"name": "tflite-fp32", "precision": "fp32", "input_shape": list(SHAPE), "layout": "NCHW"}
-    return artifact_from_file(out / "tiny.tflite").model_copy(update=update)
+    return tiny_tflite(tmp_path_factory.mktemp("ssh_artifact"))
 
 
 def _device(board, tmp_path: Path, name: str = "board", **connection):
