@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 $(BOARD)/.installed: $(STAMP)
 	rm -rf $(BOARD)
 	$(BOARD_PYTHON) -m venv --without-pip $(BOARD)
-	$(PIP) --python $(BOARD)/bin/python install --quiet numpy ai-edge-litert
+	$(PIP) --python $(BOARD)/bin/python install --quiet numpy "ai-edge-litert>=2.3,<2.4"
 	touch $@
 
 # headless chromium renders report.html in its test
@@ -51,7 +51,7 @@ test: install system-packages $(BOARD)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: install system-packages $(BOARD)/.installed
+test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 # `make bench` runs every part; each part runs on its own and states its time in benchmarks/RESULTS.md.

@@ -25,7 +25,7 @@ from edgecompress.checkpoints import StageCheckpoints, checkpoint_dir
 from edgecompress.console import UI
 from edgecompress.deployability import Deployability
 from edgecompress.environment import RECORDED_PACKAGES, machine_info, package_versions
-from edgecompress.errors import DeviceError, GateFailed, RecipeError
+from edgecompress.errors import ArtifactError, DeviceError, GateFailed, RecipeError
 from edgecompress.recipe import ExportSpec, Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, import_object
 from edgecompress.report import (
@@ -451,12 +451,12 @@ class _Build:
                                 )
                             )
                             task.advance()
-                    except DeviceError as exc:  # the other devices go on; this one is marked in the report
-                        self.device_errors[device.name] = str(exc)
-                        self.ui.warn(f"{exc} — {device.name}'s results are left out; the other devices go on")
-                        for artifact in here[device.name]:
-                            rounds.pop((artifact.name, device.name), None)
+                    except (DeviceError, ArtifactError) as exc:
+                        self._device_failed(device, exc)
         device_parity = self._parity_on_devices(exported, [d for d in devices if d.name in here])
+        for name in self.device_errors:  # a device that failed (profiling or parity) keeps no results
+            for artifact in here.get(name, []):
+                rounds.pop((artifact.name, name), None)
         artifacts = []
         for item in exported:
             artifact = item.artifact
@@ -518,10 +518,17 @@ class _Build:
                             f"local run, max abs diff {p.max_abs_diff:.2e}"
                         )
                         task.advance()
-            except DeviceError as exc:
-                self.device_errors[device.name] = str(exc)
-                self.ui.warn(f"{exc} — {device.name}'s results are left out; the other devices go on")
+            except (DeviceError, ArtifactError) as exc:
+                self._device_failed(device, exc)
+                for results in out.values():
+                    results.pop(device.name, None)
         return out
+
+    def _device_failed(self, device: DeviceProfile, exc: Exception) -> None:
+        """The device is marked in the report and its results are left out; the other devices go on. An
+        ArtifactError here is the device's: every artifact loaded and ran on this machine (parity) before."""
+        self.device_errors[device.name] = str(exc)
+        self.ui.warn(f"{exc} — {device.name}'s results are left out; the other devices go on")
 
     def _diagnose_int8(
         self, exported: list[_Exported], artifacts: list[ArtifactResult]
@@ -648,7 +655,12 @@ def write_outputs(report: Report, recipe: Recipe, directory: Path) -> None:
 
     (directory / "report.json").write_text(report.model_dump_json(indent=2))
     (directory / "report.md").write_text(report.to_markdown())
-    (directory / "report.html").write_text(render_html(report), encoding="utf-8")
+    try:
+        (directory / "report.html").write_text(render_html(report), encoding="utf-8")
+    except Exception as exc:  # a plotting or template failure must not throw the finished build away
+        import warnings
+
+        warnings.warn(f"report.html not written: {type(exc).__name__}: {exc}", stacklevel=2)
     lock = {
         "recipe_hash": report.recipe_hash,
         "seed": recipe.seed,

@@ -46,6 +46,7 @@ class AdbRunner(ScriptRunner):
             proc = subprocess.run(
                 [binary, "-s", device.connection.serial or "", *args],
                 input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 timeout=timeout,

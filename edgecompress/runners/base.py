@@ -24,7 +24,6 @@ from edgecompress.profiling import (
     RuntimeFacts,
     Thermal,
 )
-from edgecompress.runtimes.measure import ARTIFACT_EXIT, RUNTIME_EXIT
 from edgecompress.specs import DeviceProfile, EnergySource
 
 #: Where a local file lands on the device, as the device's command line spells it.
@@ -227,6 +226,8 @@ class ScriptRunner:
 
     def _result(self, done: Completed, device: DeviceProfile, what: str) -> dict:
         """measure.py's JSON result, or the error its exit code and output say, in one line where known."""
+        from edgecompress.runtimes.measure import ARTIFACT_EXIT, RUNTIME_EXIT
+
         if done.returncode == ARTIFACT_EXIT:
             found = last_json(done.stdout, "artifact_error")
             message = found["artifact_error"] if found else tail(done.stderr, 1).removeprefix("error: ")

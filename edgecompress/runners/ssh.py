@@ -80,9 +80,13 @@ def resolve(device: DeviceProfile) -> Target:
     )
 
 
+def _known_hosts_pattern(target: Target) -> str:
+    """How known_hosts names the target: the bare address on port 22, [address]:port elsewhere."""
+    return target.address if target.effective_port == 22 else f"[{target.address}]:{target.effective_port}"
+
+
 def _known_hosts_line(target: Target, key: Any) -> str:
-    pattern = target.address if target.effective_port == 22 else f"[{target.address}]:{target.effective_port}"
-    return f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
+    return f"{_known_hosts_pattern(target)} {key.export_public_key('openssh').decode().strip()}\n"
 
 
 class SSHRunner(ScriptRunner):
@@ -132,7 +136,7 @@ class SSHRunner(ScriptRunner):
             raise DeviceError(
                 f"{device.name}: the host key of {target.given} does not match the one recorded in "
                 f"{target.known_hosts[0]} — the device was reinstalled, or this is not the device: if you "
-                f"know why, remove the old key (ssh-keygen -R '[{target.address}]:{target.effective_port}') "
+                f"know why, remove the old key (ssh-keygen -R '{_known_hosts_pattern(target)}') "
                 "and add the new one"
             ) from None
         except FileNotFoundError as exc:  # an IdentityFile (or other file) ~/.ssh/config names

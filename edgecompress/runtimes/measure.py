@@ -314,7 +314,7 @@ def measure(
                 interval=getattr(reader, "interval", 0.05),
             )
             extra["energy"]["source"] = energy["source"]
-        except module.EnergyUnavailable as exc:
+        except (module.EnergyUnavailable, ValueError) as exc:  # e.g. a counter that went backwards
             extra["energy_error"] = f"{energy['source']}: {exc}"
         extra["thermal"]["after_energy"] = _probe.thermal_state()
 

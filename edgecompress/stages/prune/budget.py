@@ -162,8 +162,9 @@ def solve_to_budget(
     # activations and squeeze-excite between them): ask for at most what the narrowest widths save and let
     # the prediction say whether that is enough
     most = sum(max(g.costs[-1] - min(g.costs), 0.0) for g in groups)
-    if saving > most > 0:
-        saving = most * (1 - (len(groups) + 1) / RESOLUTION)  # each group rounds its saving down a unit
+    cap = most * (1 - (len(groups) + 1) / RESOLUTION) if most > 0 else None  # each group rounds down a unit
+    if cap is not None:
+        saving = min(saving, cap)
     tried: list[tuple[float, float, dict[str, int]]] = []  # (saving asked, predicted, widths)
     short: float | None = None  # largest saving asked whose prediction is over the budget
     enough: float | None = None  # smallest saving asked whose prediction meets it
@@ -189,6 +190,10 @@ def solve_to_budget(
         else:
             achieved = current_ms - predicted
             saving = saving * 2 if achieved <= 0 else saving * (current_ms - budget_ms) / achieved
+        if cap is not None and saving > cap:
+            if tried and tried[-1][0] >= cap:  # the narrowest widths were tried and are not enough
+                break
+            saving = cap
     meeting = [t for t in tried if t[1] <= budget_ms * (1 + tolerance)]
     best = max(meeting, key=lambda t: t[1]) if meeting else min(tried, key=lambda t: t[1])
     return best[2], best[1]

@@ -13,7 +13,7 @@
    step but the last.
 3. Check: the pruned model is exported and timed beside the reference, in interleaved rounds (a speedup
    budget is checked on their ratio, which a slow spell of the machine leaves alone). When it is more than
-   5% slower than a budget, or more than 15% faster than the binding one (needlessly pruned),
+   2% slower than a budget (met: within 5%), or more than 15% faster than the binding one (needlessly pruned),
    the last step is redone from the model before it with the step's target scaled by the miss, at most
    `MAX_CORRECTIONS` times, each said on the console.
 """
@@ -449,7 +449,7 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
                     f"prune: measured {miss:.3f}x the budget; redoing the last step aiming {relative:.3f} of the "
                     f"reference (correction {attempt + 1} of {MAX_CORRECTIONS})"
                 )
-            ctx.ui.info(message)
+            (ctx.ui.warn if new_widths == widths and worst > 1 + OVER else ctx.ui.info)(message)
             corrections.append(message.removeprefix("prune: "))
             if new_widths == widths:
                 break
