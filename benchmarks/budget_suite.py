@@ -144,6 +144,7 @@ class Variant:
 class Bench:
     def __init__(self, s: Settings, model_key: str, work: Path, ui: UI) -> None:
         from edgecompress.data import load_data
+        from edgecompress.specs import load_device
 
         self.s, self.ui, self.work = s, ui, work
         self.factory, self.model_name = MODELS[model_key]
@@ -154,6 +155,8 @@ class Bench:
         self.data = load_data(self.probe.recipe.data, work / "recipe.yaml", seed=0)
         self.adapter = self.probe.adapter
         self.calibration = np.ascontiguousarray(self.data.calibration.x)
+        self.device = load_device("desktop")
+        self.plans: dict[str, str] = {}  # "<variant>/<runtime>" -> its precision plan, for the record
 
     def _recipe(self, stages: str, *, seed: int) -> str:
         s = self.s
@@ -187,15 +190,27 @@ class Bench:
             model = run_stage(config, i, model, ctx)
         return model, ctx
 
-    def export_int8(self, model: Any, ctx: Any, where: str) -> dict[str, Any]:
-        """edgecompress's int8 exporters on the PTQ-quantized model (all-int8 graphs)."""
+    def export_int8(self, model: Any, quantized: Any, ctx: Any, where: str) -> dict[str, Any]:
+        """edgecompress's int8 export of the PTQ-quantized model, as a build makes it: each op in its form by
+        the precision plan measured on this machine (e.g. MobileNetV3's hardswish decomposed, its SE gate's
+        multiply in float: all-int8, the same model ran 3.3x slower on LiteRT). The plan's whole-model race
+        is skipped for time: it only ever swaps in a faster contender, so this can only favour the baselines
+        that are not edgecompress's (the hand chain's stock int8)."""
+        from edgecompress.precision import Planner
         from edgecompress.registry import EXPORTERS
 
+        planner = Planner(ctx, quantized=quantized, float_model=model, devices=[self.device], ui=self.ui)
         out = {}
-        for spec in ctx.recipe.export:
-            spec = spec.model_copy(update={"name": f"{where}-{spec.artifact_name}"})
-            artifact = EXPORTERS.get(spec.format)().export(model, spec, ctx, self.work / where)
-            out[artifact.runtime] = artifact
+        try:
+            for spec in ctx.recipe.export:
+                plan = planner.plan(spec, race=False)
+                source = planner.derive(plan.ops) if plan.ops else quantized
+                spec = spec.model_copy(update={"name": f"{where}-{spec.artifact_name}"})
+                artifact = EXPORTERS.get(spec.format)().export(source, spec, ctx, self.work / where)
+                out[artifact.runtime] = artifact
+                self.plans[f"{where}/{artifact.runtime}"] = plan.summary()
+        finally:
+            planner.close()
         return out
 
     def test_accuracy(self, model: Any) -> float:
@@ -236,7 +251,7 @@ class Bench:
         variant.float_accuracy = self.test_accuracy(model)
         variant.macs = self.adapter.stats(model, self.shape).macs
         quantized, ctx = self.stages(model, [self.PTQ], seed=seed, teacher=None, where=variant.key)
-        variant.artifacts = self.export_int8(quantized, ctx, variant.key)
+        variant.artifacts = self.export_int8(model, quantized, ctx, variant.key)
         variant.seconds = time.perf_counter() - started
         self.ui.info(
             f"  {variant.key}: float test acc {variant.float_accuracy:.4f}, {variant.macs / 1e6:.2f} M MACs, "
@@ -342,6 +357,7 @@ class Bench:
             "variants": variants,
             "unreachable": unreachable,
             "official_error": official_error,
+            "plans": dict(self.plans),
         }
 
     def _official(self, variants: list[Variant]) -> None:
@@ -529,7 +545,10 @@ def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: flo
         f"{s.finetune_epochs} epochs too. Latency: p50 of batch-1 inference, {s.threads} threads, best of "
         f"{s.rounds} interleaved fresh-process rounds of {s.runs} runs (range in brackets); accuracy: the "
         f"{s.test:,} test images run on the runtime (one image = {100 / s.test:.3f} pt). Budgets are on "
-        f"{', '.join(s.budget_exports)} over the unpruned int8 export.",
+        f"{', '.join(s.budget_exports)} over the unpruned int8 export. edgecompress's int8 artifacts (budget, "
+        "(a), (b), unpruned, PreCropping) are its int8 exports as a build makes them: each op in the form its "
+        "precision plan measured fastest on this machine (the whole-model race skipped for time); the hand "
+        "chain's are the stock tools'.",
         "",
     ]
     for result in results:
@@ -541,12 +560,20 @@ def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: flo
             "| variant | M MACs | float acc | LiteRT int8 ms | LiteRT acc | OpenVINO int8 ms | OpenVINO acc | build s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        plans = result.get("plans", {})
         for v in variants:
             lines.append(
                 f"| {v.label} | {v.macs / 1e6:.2f} | {pct(v.float_accuracy)} | {v.timing['litert'].text(3)} | "
                 f"{pct(v.accuracy['litert'])} | {v.timing['openvino'].text(3)} | {pct(v.accuracy['openvino'])} | "
                 f"{v.seconds:.0f} |"
             )
+        unpruned = [k for k in plans if k.startswith("unpruned-")]
+        if unpruned:
+            lines += [
+                "",
+                "Precision plans of the unpruned int8 exports (the others' alike, in budget_suite.json):",
+            ]
+            lines += [f"- {plans[k]}" for k in unpruned]
         lines += [
             "",
             "At each budget build's measured latency, the baselines' accuracy interpolated on their measured curves, "
@@ -876,6 +903,7 @@ def main() -> int:
                 | {
                     "timing": {k: t.rounds_ms for k, t in v.timing.items()},
                     "artifacts": {k: str(a.path) for k, a in v.artifacts.items()},
+                    "plans": {k: p for k, p in r["plans"].items() if k.startswith(f"{v.key}/")},
                 }
                 for v in r["variants"]
             ]

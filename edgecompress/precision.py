@@ -141,6 +141,66 @@ def form_graph(layer: Any, form: str, runtime: str) -> OpGraph | None:
     return None
 
 
+def candidate_forms(kind: str, forms: tuple[str, ...], runtime: str, precision: str) -> list[str]:
+    """The forms of an op (of `kind`, able to take `forms`) a plan of `precision` weighs on `runtime`."""
+    out = []
+    for form in forms:
+        if form not in RUNTIME_FORMS[runtime]:
+            continue
+        if precision == "int8" and form == "float" and kind in WEIGHT_KINDS:
+            continue
+        if runtime == "openvino" and form == "float" and kind not in WEIGHT_KINDS:
+            continue  # OpenVINO picks the precision of ops without weights itself
+        out.append(form)
+    return out
+
+
+def pick_form(measured: dict[str, float]) -> tuple[str, str]:
+    """The form a plan gives an op from its forms' measured latencies (ms), and why: the fastest int8 form,
+    or float (with its dequantize/quantize) when it is faster than that by more than FLOAT_MARGIN."""
+    int8_forms = {f: t for f, t in measured.items() if f != "float"}
+    best_int8 = min(int8_forms, key=int8_forms.__getitem__) if int8_forms else None
+    form = best_int8 or "float"
+    reason = f"fastest int8 form ({int8_forms[best_int8] * 1000:.1f} us)" if best_int8 else "no int8 form"
+    if (
+        "float" in measured
+        and best_int8 is not None
+        and measured["float"] * (1 + FLOAT_MARGIN) < int8_forms[best_int8]
+    ):
+        form = "float"
+        reason = (
+            f"float with its dequantize/quantize {measured['float'] * 1000:.1f} us beats "
+            f"{best_int8} {int8_forms[best_int8] * 1000:.1f} us"
+        )
+    return form, reason
+
+
+def planned_graphs(layers: list[Any], runtime: str, model: Any, forms_of: Any) -> list[OpGraph]:
+    """Each layer (a LayerOp of the float model) as the one-op graph of the form an int8 export's precision
+    plan gives it on `runtime` (`pick_form` over the latency model `model`'s measurements; `forms_of(kind)`:
+    the forms an op of that kind can take): what a latency-budget prediction of an int8 export sums, so that
+    it predicts the artifact the build ships (MobileNetV3's all-int8 hardswish: 3.3x the planned model's
+    time on LiteRT)."""
+    options: list[dict[str, OpGraph]] = []
+    for layer in layers:
+        graphs = {}
+        for form in candidate_forms(layer.kind, forms_of(layer.kind), runtime, "int8"):
+            graph = form_graph(layer, form, runtime)
+            if graph is not None:
+                graphs[form] = graph
+        options.append(graphs or {"int8": layer.graph("int8")})
+    choosing = [g for o in options if len(o) > 1 for g in o.values()]
+    times = dict(zip((g.key() for g in choosing), model.latencies(choosing, what="op forms"), strict=True))
+    out = []
+    for o in options:
+        if len(o) == 1:
+            out.append(next(iter(o.values())))
+        else:
+            form, _ = pick_form({f: times[g.key()] for f, g in o.items()})
+            out.append(o[form])
+    return out
+
+
 class Planner:
     """Makes the precision plans of a build (one per int8/auto export), measuring on its devices."""
 
@@ -229,8 +289,10 @@ class Planner:
 
     # -------------------------------------------------------------------------------------- planning
 
-    def plan(self, spec: Any) -> PrecisionPlan:
-        """The plan of one int8/auto export (pinned, or made by measurement on its device)."""
+    def plan(self, spec: Any, *, race: bool = True) -> PrecisionPlan:
+        """The plan of one int8/auto export (pinned, or made by measurement on its device). `race=False`
+        keeps the per-op plan without timing the whole models against each other (the race only ever
+        swaps in a faster contender; the budget benchmark skips it for time)."""
         exporter = EXPORTERS.get(spec.format)
         device_name = spec.device or self.ctx.recipe.devices[0]
         if spec.plan:
@@ -242,7 +304,11 @@ class Planner:
                     f"export {spec.artifact_name}: device '{device_name}' is not in the recipe's devices"
                 )
             try:
-                plan = self._measured(spec, exporter.runtime, device)
+                plan = (
+                    self._measured(spec, exporter.runtime, device)
+                    if race
+                    else self._unraced(spec, exporter.runtime, device)
+                )
             except DeviceError as exc:
                 raise DeviceError(
                     f"{exc} — {spec.artifact_name} needs the device to choose its precision plan; pin one "
@@ -320,19 +386,12 @@ class Planner:
         )
 
     def _choose_forms(self, model: Any, runtime: str, precision: str) -> list[OpChoice]:
-        allowed = RUNTIME_FORMS[runtime]
         graphs: dict[tuple[str, str], OpGraph] = {}
         for op in self.ops:
             layer = self.layers.get(op.node)
             if layer is None or not op.int8:
                 continue
-            for form in op.forms:
-                if form not in allowed or (
-                    precision == "int8" and form == "float" and op.kind in WEIGHT_KINDS
-                ):
-                    continue
-                if runtime == "openvino" and form == "float" and op.kind not in WEIGHT_KINDS:
-                    continue  # OpenVINO picks the precision of ops without weights itself
+            for form in candidate_forms(op.kind, op.forms, runtime, precision):
                 graph = form_graph(layer, form, runtime)
                 if graph is not None:
                     graphs[(op.node, form)] = graph
@@ -350,22 +409,7 @@ class Planner:
                     OpChoice(node=op.node, kind=op.kind, module=op.module, form=form, reason="only form")
                 )
                 continue
-            int8_forms = {f: t for f, t in measured.items() if f != "float"}
-            best_int8 = min(int8_forms, key=int8_forms.get) if int8_forms else None
-            form = best_int8 or "float"
-            reason = (
-                f"fastest int8 form ({int8_forms[best_int8] * 1000:.1f} us)" if best_int8 else "no int8 form"
-            )
-            if (
-                "float" in measured
-                and best_int8 is not None
-                and measured["float"] * (1 + FLOAT_MARGIN) < int8_forms[best_int8]
-            ):
-                form = "float"
-                reason = (
-                    f"float with its dequantize/quantize {measured['float'] * 1000:.1f} us beats "
-                    f"{best_int8} {int8_forms[best_int8] * 1000:.1f} us"
-                )
+            form, reason = pick_form(measured)
             choices.append(
                 OpChoice(
                     node=op.node,

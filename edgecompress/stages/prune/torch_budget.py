@@ -1,8 +1,10 @@
 """Torch side of latency-budget pruning (`prune: {latency: ...}`; the method is in `budget.py`).
 
 1. Reference: the unpruned model is exported in each budget's format and precision (int8 through a quick
-   PTQ of 32 calibration images: the speed of an int8 graph does not depend on its ranges) and timed on the
-   budget's device; `speedup` budgets become milliseconds. The latency model's prediction of the unpruned
+   PTQ of 32 calibration images: the speed of an int8 graph does not depend on its ranges; each op in the
+   form its precision plan gives it on the budget's device, as the build's export will have it: MobileNetV3's
+   hardswish all-int8 made the model 3.3x slower on LiteRT than the plan) and timed on the budget's device;
+   `speedup` budgets become milliseconds. Predictions sum each op in that planned form too. The latency model's prediction of the unpruned
    model, against that measurement, scales every later prediction (the tables' own bias cancels).
 2. Steps: `iterative_steps` geometric steps from the unpruned latency to the budget. Each step ranks the
    channels of every pruning group (the recipe's criterion; `taylor`'s first-order loss change is
@@ -119,37 +121,48 @@ class Meter:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def artifact(self, model: Any, target: Target) -> Any:
-        """`model` (float) exported in `target`'s format: fp32, or all-int8 after a quick PTQ."""
+        """`model` (float) exported in `target`'s format: fp32, or int8 after a quick PTQ, each op in the form
+        its precision plan gives it on the target's device (as the build's export will have it)."""
         self.count += 1
         name, folder = f"budget-{self.count}", self.workdir / str(self.count)
-        return self.export(model, target.spec, target.precision, name, folder)[0]
+        return self.export(model, target.spec, target.precision, target.device, name, folder)[0]
 
-    def export(self, model: Any, spec: Any, precision: str, name: str, out_dir: Path) -> tuple[Any, Any]:
-        """`model` exported as `spec` at `precision` under `name` into `out_dir`, quietly, its notes (of the
-        PTQ) dropped: (artifact, the torch model it was lowered from)."""
+    def export(
+        self, model: Any, spec: Any, precision: str, device: Any, name: str, out_dir: Path
+    ) -> tuple[Any, Any]:
+        """`model` exported as `spec` at `precision` (int8: planned for `device`) under `name` into
+        `out_dir`, quietly, its notes (of the PTQ) dropped: (artifact, the torch model it was lowered from)."""
         from edgecompress.registry import EXPORTERS
 
         ctx = self.ctx
-        spec = spec.model_copy(update={"name": name, "plan": None, "device": None, "precision": precision})
+        spec = spec.model_copy(
+            update={"name": name, "plan": None, "device": device.name, "precision": precision}
+        )
         saved = (ctx.ui, ctx.current_stage, ctx.quantization)
         ctx.ui = UI(verbosity=0, console=ctx.ui.console)
         ctx.current_stage = -1000 - self.count  # notes of this export go to a scratch stage, dropped below
         try:
-            source = self._int8(model) if precision == "int8" else model
+            source = self._int8(model, spec, device) if precision == "int8" else model
+            spec = spec.model_copy(update={"device": None})
             return EXPORTERS.get(spec.format)().export(source, spec, ctx, out_dir), source
         finally:
             ctx.notes.pop(ctx.current_stage, None)
             ctx.ui, ctx.current_stage, ctx.quantization = saved
 
-    def _int8(self, model: Any) -> Any:
+    def _int8(self, model: Any, spec: Any, device: Any) -> Any:
+        """PTQ, then each op in the form of the per-op precision plan of `spec` on `device` (measured with
+        the device's latency model; the build's whole-model race, which only swaps in a faster contender,
+        is left out: it would time several exports per check)."""
+        from edgecompress.precision import Planner
         from edgecompress.stages.quantize.stage import QuantizeConfig
         from edgecompress.stages.quantize.torch_backend import quantize
-        from edgecompress.stages.quantize.torch_derive import derive
 
         self.ctx.quantization = None
         config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
         converted = quantize(copy.deepcopy(model), config, self.ctx)
-        return derive(converted, {}, input_shape=self.ctx.input_shape)
+        planner = Planner(self.ctx, quantized=converted, float_model=model, devices=[device], ui=self.ctx.ui)
+        plan = planner.plan(spec.model_copy(update={"precision": "int8"}), race=False)
+        return planner.derive(plan.ops)
 
     def time(self, pairs: list[tuple[Target, list[Any]]]) -> list[list[float]]:
         """p50 (ms, fastest round) of each artifact, the artifacts of one target in interleaved rounds."""
@@ -191,9 +204,19 @@ class Solver:
 
         return layer_ops(float_graph(model, self.shape), self.shape)
 
+    def graphs(self, layers: list[Any], target: Target) -> list[Any]:
+        """The layers' one-op graphs as `target`'s export runs them: fp32, or each op of an int8 export in
+        the form its precision plan gives it (as the build's export and the Meter's artifacts have them)."""
+        if target.precision != "int8":
+            return [layer.graph(target.precision) for layer in layers]
+        from edgecompress.precision import planned_graphs
+        from edgecompress.stages.quantize.torch_derive import kind_forms
+
+        return planned_graphs(layers, target.runtime, target.model, kind_forms)
+
     def predict(self, model: Any, target: Target, *, raw: bool = False) -> float:
         """The model's latency on `target` by its latency model (scaled to the measured reference)."""
-        graphs = [layer.graph(target.precision) for layer in self.layers(model)]
+        graphs = self.graphs(self.layers(model), target)
         total = target.model.predict(graphs, precision=target.precision).total_ms
         return total if raw else total * target.scale
 
@@ -317,7 +340,7 @@ class Solver:
     def slowest_layer(self, model: Any, target: Target) -> str:
         """The layer that sets the floor, in words."""
         layers = self.layers(model)
-        times = target.model.latencies([layer.graph(target.precision) for layer in layers])
+        times = target.model.latencies(self.graphs(layers, target))
         k = int(np.argmax(times))
         return f"the slowest layer is {layers[k].module or layers[k].node} ({layers[k].kind}, {times[k] * target.scale:.3f} ms)"
 
@@ -543,8 +566,10 @@ def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any]]
             b.export for stage in ctx.recipe.stages for b in getattr(stage, "latency", None) or []
         ):
             spec = next(e for e in ctx.recipe.export if e.artifact_name == export)
-            precision = torch_widths.export_target(spec, ctx).precision
-            out.append(meter.export(model, spec, precision, f"{export}-unpruned", out_dir))
+            where = torch_widths.export_target(spec, ctx)
+            out.append(
+                meter.export(model, spec, where.precision, where.device, f"{export}-unpruned", out_dir)
+            )
     finally:
         meter.close()
     return out

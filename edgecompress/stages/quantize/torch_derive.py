@@ -101,6 +101,11 @@ KIND_FORMS: dict[str, tuple[str, ...]] = {
 DEFAULT_KIND_FORMS = ("float", "unquantized-output")
 
 
+def kind_forms(kind: str) -> tuple[str, ...]:
+    """The forms an int8 op of `kind` can take."""
+    return ("int8", *KIND_FORMS.get(kind, DEFAULT_KIND_FORMS))
+
+
 @dataclass(frozen=True)
 class QuantizedOp:
     """One computing op of a quantized graph an export plan can choose a form for."""
@@ -149,7 +154,7 @@ def quantized_ops(gm: torch.fx.GraphModule) -> list[QuantizedOp]:
         if kind is None or node in fused:
             continue
         quantized = _output_quant(node) is not None
-        forms = ("int8", *KIND_FORMS.get(kind, DEFAULT_KIND_FORMS)) if quantized else ("float",)
+        forms = kind_forms(kind) if quantized else ("float",)
         out.append(QuantizedOp(node.name, kind, _module_path(node), quantized, forms))
     return out
 
