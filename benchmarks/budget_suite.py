@@ -25,6 +25,7 @@ Inference runs on one thread by default: on the 2-core VMs this was written on, 
 one-layer models (the latency model's entries) and of sub-millisecond models land in a slow mode in whole
 rounds, each op paying the worker thread's wake-up (~30 µs: p50 of a 1x1 conv 4 µs in one round, 34 µs in the
 next), which is the VM's scheduling, not the model; one thread measures the models. `--threads 2` to compare.
+Training uses every core the process may run on (`--train-threads`); the timings run in child processes.
 
 Every int8 artifact (edgecompress's exporters; the stock tools' for the hand chain) is timed on LiteRT and
 OpenVINO in interleaved fresh-process rounds within one run, test accuracy is measured on the runtimes, and
@@ -531,6 +532,8 @@ def heading(s: Settings) -> str:
 
 
 def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: float) -> str:
+    import torch
+
     lines = [
         heading(s),
         "",
@@ -542,7 +545,8 @@ def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: flo
         f"{', '.join(f'{s.widths[m]} ({MODELS[m][1]})' for m in s.models)}; the unpruned model trained {s.base_epochs} epochs (AdamW, lr {s.lr}, batch {s.batch_size}); "
         f"every variant then trained {s.finetune_epochs} more epochs (distillation, alpha {s.alpha}, T 4; the "
         f"hand chain: cross-entropy) and quantized by PTQ; the unpruned row is the same model distilled "
-        f"{s.finetune_epochs} epochs too. Latency: p50 of batch-1 inference, {s.threads} threads, best of "
+        f"{s.finetune_epochs} epochs too (training on {torch.get_num_threads()} threads). Latency: p50 of "
+        f"batch-1 inference, {s.threads} threads, best of "
         f"{s.rounds} interleaved fresh-process rounds of {s.runs} runs (range in brackets); accuracy: the "
         f"{s.test:,} test images run on the runtime (one image = {100 / s.test:.3f} pt). Budgets are on "
         f"{', '.join(s.budget_exports)} over the unpruned int8 export. edgecompress's int8 artifacts (budget, "
@@ -874,6 +878,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--threads", type=int, help="inference threads (default 1: see the module docstring)")
     parser.add_argument(
+        "--train-threads", type=int, help="training threads (default: the cores this process may use)"
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="print only; leave RESULTS.md and plots alone"
     )
     parser.add_argument("--keep", type=Path, help="keep the work directory (artifacts) here")
@@ -884,7 +891,8 @@ def main() -> int:
     import torch
 
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    torch.set_num_threads(s.threads)
+    # training uses every core this process may run on; inference (timing, in child processes) `s.threads`
+    torch.set_num_threads(args.train_threads or len(os.sched_getaffinity(0)))
     ui = UI(verbosity=1)
     t0 = time.perf_counter()
     results = []

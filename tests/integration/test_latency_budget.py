@@ -79,8 +79,12 @@ def test_pruned_to_the_budget_by_prediction_and_measured(tmp_path, cache, monkey
     assert budget["target"] == "desktop/tflite-fp32" and budget["budget"] == "1.5x"
     assert budget["target_ms"] == pytest.approx(budget["reference_ms"] / 1.5, rel=1e-3)
     corrections = notes.get("budget_corrections", [])
-    if not corrections:  # a correction aims by the measured miss, away from the prediction
-        assert budget["predicted_ms"] <= budget["target_ms"] * 1.01
+    if (
+        not corrections
+    ):  # the solve aims AIM under the budget (its tolerance 1%); a correction aims by the miss
+        from edgecompress.stages.prune.torch_budget import AIM
+
+        assert budget["predicted_ms"] <= budget["target_ms"] * AIM * 1.01
     assert budget["measured_ms"] > 0 and budget["measured_speedup"] > 1.0
     assert count_macs(pruned, SHAPE) < macs
     # every kept width is one the latency model offered: a tile multiple, the floor or the full width

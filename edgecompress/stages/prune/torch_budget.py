@@ -91,6 +91,11 @@ class Target:
     def relative(self) -> float:
         return self.target_ms / self.reference_ms
 
+    @property
+    def aimed(self) -> float:
+        """What a solve aims at, relative to the reference: AIM under the budget."""
+        return self.relative * AIM
+
 
 def targets_of(config: PruneConfig, ctx: RunContext) -> list[Target]:
     """The recipe's budgets with their exports, devices and latency models (validated at recipe load)."""
@@ -300,10 +305,14 @@ class Solver:
 
     # -- one step -------------------------------------------------------------------------------------------
     def step(self, model: Any, relative: float) -> tuple[dict[str, int], dict[str, float]]:
-        """Widths that bring every budget's prediction to `relative` of its reference (the binding budget's
-        own relative target scaled alike for the others), and the predicted ms of each target."""
+        """Widths that bring the binding budget's prediction to `relative` of its reference, and the predicted
+        ms of each target. A step of the schedule above the binding budget takes the others down alike, but
+        not below their own budgets; at or under it (the aim, a correction), every budget is aimed under its
+        own by the same factor. (Until 2026-12-05 the binding goal was clamped at its budget, so neither
+        AIM nor a correction towards a faster model moved the solve.)"""
         binding = min(self.targets, key=lambda t: t.relative)
-        goal = {t.label: t.reference_ms * max(relative, t.relative) for t in self.targets}
+        factor = min(1.0, relative / binding.relative)
+        goal = {t.label: t.reference_ms * max(relative, t.relative * factor) for t in self.targets}
         choices = self.choices(model, binding)
         current = self.predict(model, binding)
 
@@ -416,7 +425,7 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
     try:
         references = [meter.artifact(unpruned, t) for t in targets]
         binding = min(targets, key=lambda t: t.relative)
-        steps = kp.schedule(1.0, binding.relative * AIM, config.iterative_steps)
+        steps = kp.schedule(1.0, binding.aimed, config.iterative_steps)
         before_last = model
         widths: dict[str, int] = {}
         for k, relative in enumerate(steps):
@@ -543,7 +552,7 @@ def plan_widths(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str, A
     solver = Solver(plan, ctx, targets, original)
     time_references(model, targets, solver, ctx)
     binding = min(targets, key=lambda t: t.relative)
-    widths, predicted = solver.step(copy.deepcopy(model), binding.relative * AIM)
+    widths, predicted = solver.step(copy.deepcopy(model), binding.aimed)
     for t in targets:
         t.predicted_ms.append(predicted[t.label])
     return {

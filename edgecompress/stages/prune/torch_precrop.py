@@ -108,10 +108,10 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
         floor = solver.floor(model)
         slack = torch_budget.OVER  # as the pre-check, which found the floor within it before training
 
-        def latency(m: Any) -> float:
-            return max(solver.predict(m, t) / t.target_ms for t in budgets)
+        def latency(m: Any) -> float:  # at most 1: every budget met, aimed AIM under as a budget prune aims
+            return max(solver.predict(m, t) / (t.target_ms * torch_budget.AIM) for t in budgets)
 
-        goal = Goal("latency", 1.0, binding.relative, latency)
+        goal = Goal("latency", 1.0, binding.aimed, latency)
     elif config.macs_target or config.params_target:
         kind = "macs" if config.macs_target else "params"
         count = (lambda m: count_macs(m, shape)) if kind == "macs" else count_params
