@@ -38,6 +38,7 @@ system-packages:
 	command -v adb >/dev/null 2>&1 || missing="$$missing adb"; \
 	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	command -v pkill >/dev/null 2>&1 || missing="$$missing procps"; \
+	command -v perf >/dev/null 2>&1 || missing="$$missing linux-perf"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages the tests need:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \

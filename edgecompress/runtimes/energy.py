@@ -15,6 +15,10 @@ Readers, one interface (`read()` -> a Reading):
 - **rpi5-pmic**: Raspberry Pi 5's PMIC through `vcgencmd pmic_read_adc`: lines `NAME_A current(i)=xA` and
   `NAME_V volt(j)=yV`; the power is the sum over the rails that have both.
 - **meter**: an external meter (INA219/INA226 on I2C, a USB meter) given as a command that prints watts.
+- **perf**: the kernel's RAPL PMU through perf's power events (`/sys/bus/event_source/devices/power/events`:
+  energy-psys when the platform has it, else energy-pkg plus energy-ram), counted system-wide by
+  `perf stat -a -x,` for the window (the tool scales them to joules; needs perf and, as a non-root user,
+  kernel.perf_event_paranoid <= 0 or CAP_PERFMON). A window reader: `begin()` / `end()` -> joules.
 
 A counter (rapl) gives energy directly; a power reader is sampled in a thread and integrated (trapezoids).
 Energy per inference over a timed window = (E - idle power × window time) / inferences: `net`; `gross` keeps
@@ -32,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SOURCES = ("rapl", "ina3221", "android-battery", "rpi5-pmic", "meter")
+SOURCES = ("rapl", "ina3221", "android-battery", "rpi5-pmic", "meter", "perf")
 
 
 class EnergyUnavailable(RuntimeError):
@@ -41,11 +45,16 @@ class EnergyUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Reading:
-    """A counter's cumulative joules (`joules`, with its wrap range), or a power in watts (`watts`)."""
+    """Cumulative counters in joules (`counters`, one per domain, each with its wrap range in `wraps`), or a
+    power in watts (`watts`). Each counter wraps on its own, so deltas are taken per counter, then summed."""
 
-    joules: float | None = None
-    wrap_joules: float | None = None
+    counters: tuple[float, ...] | None = None
+    wraps: tuple[float | None, ...] = ()
     watts: float | None = None
+
+    @property
+    def joules(self) -> float | None:
+        return sum(self.counters) if self.counters is not None else None
 
 
 # ------------------------------------------------------------------------------------------------ arithmetic
@@ -124,12 +133,15 @@ class RaplReader:
         self.zones = sorted(z for z in base.glob("intel-rapl:*") if re.fullmatch(r"intel-rapl:\d+", z.name))
         if not self.zones:
             raise EnergyUnavailable(f"no RAPL package domains under {base}")
-        wraps = [_read(z / "max_energy_range_uj") for z in self.zones if (z / "max_energy_range_uj").exists()]
-        self.wrap = sum(int(w) for w in wraps) / 1e6 if len(wraps) == len(self.zones) else None
+        self.wraps = tuple(
+            int(_read(z / "max_energy_range_uj")) / 1e6 if (z / "max_energy_range_uj").exists() else None
+            for z in self.zones
+        )
 
     def read(self) -> Reading:
-        total = sum(int(_read(z / "energy_uj")) for z in self.zones)
-        return Reading(joules=total / 1e6, wrap_joules=self.wrap)
+        return Reading(
+            counters=tuple(int(_read(z / "energy_uj")) / 1e6 for z in self.zones), wraps=self.wraps
+        )
 
 
 class HwmonRailReader:
@@ -224,6 +236,86 @@ class CommandReader:
         return Reading(watts=self.parse(out))
 
 
+def parse_perf_csv(text: str) -> dict[str, tuple[float | None, str]]:
+    """`perf stat -x,` output: event -> (value, unit); value None for '<not counted>' / '<not supported>'.
+    Lines: value,unit,event,run time,percentage[,metric value,metric unit]."""
+    out: dict[str, tuple[float | None, str]] = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) < 3 or not fields[2]:
+            continue
+        value, unit, event = fields[0].strip(), fields[1].strip(), fields[2].strip()
+        try:
+            out[event] = (float(value), unit)
+        except ValueError:
+            if value.startswith("<"):
+                out[event] = (None, unit)
+    return out
+
+
+class PerfReader:
+    """perf's power events, counted system-wide over each window (a window reader: begin() / end())."""
+
+    kind = "window"
+
+    def __init__(self, root: Path = Path("/sys"), perf: str = "perf") -> None:
+        import shutil
+
+        pmu = root / "bus" / "event_source" / "devices" / "power" / "events"
+        have = {e.name for e in pmu.glob("energy-*") if "." not in e.name} if pmu.is_dir() else set()
+        names = (
+            ["energy-psys"]
+            if "energy-psys" in have
+            else [e for e in ("energy-pkg", "energy-ram") if e in have]
+        )
+        if not names:
+            raise EnergyUnavailable(
+                f"no perf power events under {pmu} (no RAPL PMU: the CPU, the kernel or the VM exposes none)"
+            )
+        found = shutil.which(perf)
+        if found is None:
+            raise EnergyUnavailable(f"{perf} is not installed (Debian: apt install linux-perf)")
+        self.events = [f"power/{n}/" for n in names]
+        self.argv = [found, "stat", "-a", "-x", ",", "-e", ",".join(self.events)]
+        self._proc: subprocess.Popen | None = None
+        self.begin()  # fails here, before any timing, when perf cannot count them
+        self.end()
+
+    def begin(self) -> None:
+        self._proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(0.05)  # perf opens its counters before it counts: a 10 s window loses < 1%
+
+    def end(self) -> float:
+        import signal
+
+        proc, self._proc = self._proc, None
+        if proc is None:
+            raise EnergyUnavailable("perf was not counting")
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise EnergyUnavailable("perf stat did not stop") from None
+        counts = parse_perf_csv(err)
+        missing = [e for e in self.events if counts.get(e, (None, ""))[0] is None]
+        if missing:
+            lines = [line.strip() for line in err.splitlines() if line.strip()]
+            # perf points at a bad event with "\___ <reason>" under the line that names it
+            reason = next((line.split("\\___", 1)[1].strip() for line in lines if "\\___" in line), "")
+            said = (lines[0] if lines else "no output") + (f" ({reason})" if reason else "")
+            raise EnergyUnavailable(f"perf could not count {', '.join(missing)}: {said}")
+        units = {counts[e][1] for e in self.events}
+        if units != {"Joules"}:
+            raise EnergyUnavailable(
+                f"perf counted the power events in {', '.join(sorted(units))}, not Joules"
+            )
+        return sum(counts[e][0] or 0.0 for e in self.events)
+
+
 def _last_number(text: str) -> float:
     numbers = re.findall(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", text)
     if not numbers:
@@ -245,6 +337,8 @@ def open_reader(source: str, *, command: str | None = None, root: Path = Path("/
         if not command:
             raise EnergyUnavailable("source meter needs a command that prints watts")
         return CommandReader(command)
+    if source == "perf":
+        return PerfReader(root)
     raise ValueError(f"unknown energy source '{source}'; valid: {', '.join(SOURCES)}")
 
 
@@ -264,6 +358,10 @@ class Sampler:
     _error: BaseException | None = None
 
     def start(self) -> None:
+        if getattr(self.reader, "kind", "") == "window":  # it counts the window itself (perf)
+            self.reader.begin()
+            self._samples, self._error = [(time.perf_counter(), Reading())], None
+            return
         self._samples, self._error = [(time.perf_counter(), self.reader.read())], None
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -279,6 +377,9 @@ class Sampler:
 
     def stop(self) -> tuple[float, float]:
         """(seconds, joules) of the window."""
+        if getattr(self.reader, "kind", "") == "window":
+            joules = self.reader.end()
+            return time.perf_counter() - self._samples[0][0], joules
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -287,8 +388,11 @@ class Sampler:
         self._samples.append((time.perf_counter(), self.reader.read()))
         seconds = self._samples[-1][0] - self._samples[0][0]
         first = self._samples[0][1]
-        if first.joules is not None:
-            joules = counter_energy([r.joules for _, r in self._samples], first.wrap_joules)
+        if first.counters is not None:  # each domain's counter wraps on its own
+            joules = sum(
+                counter_energy([r.counters[i] for _, r in self._samples], first.wraps[i])
+                for i in range(len(first.counters))
+            )
         else:
             joules = integrate_power([(t, r.watts) for t, r in self._samples])
         return seconds, joules

@@ -48,12 +48,24 @@ ISA_FLAGS = (
 
 def cpu_info() -> tuple[str, list[str]]:
     """CPU model name and the ISA_FLAGS this CPU has, from /proc/cpuinfo (platform fallbacks elsewhere)."""
-    fields: dict[str, str] = {}
-    flags: set[str] = set()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
+    model, flags = parse_cpuinfo(text)
+    if not model:
+        try:
+            model = Path("/sys/firmware/devicetree/base/model").read_text().strip("\x00\n ")
+        except OSError:
+            model = platform.processor() or platform.machine()
+    return model, flags
+
+
+def parse_cpuinfo(text: str) -> tuple[str, list[str]]:
+    """CPU model name ('' when it names none) and ISA_FLAGS from the text of a /proc/cpuinfo (this machine's,
+    or a device's read over its connection)."""
+    fields: dict[str, str] = {}
+    flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
@@ -65,11 +77,6 @@ def cpu_info() -> tuple[str, list[str]]:
     model = next((fields[k] for k in ("model name", "hardware", "cpu model") if fields.get(k)), "")
     if not model and not fields.get("model", "").isdigit():
         model = fields.get("model", "")
-    if not model:
-        try:
-            model = Path("/sys/firmware/devicetree/base/model").read_text().strip("\x00\n ")
-        except OSError:
-            model = platform.processor() or platform.machine()
     return model, [f for f in ISA_FLAGS if f in flags]
 
 
@@ -173,14 +180,25 @@ def energy_sources(sys_root: Path = Path("/sys")) -> list[dict]:
             )
     for hwmon in sorted((sys_root / "class" / "hwmon").glob("hwmon*")):
         name = _read(hwmon / "name") or ""
-        if name.startswith(("ina3221", "ina2")):
-            found.append({"source": name, "where": str(hwmon), "readable": bool(list(hwmon.glob("*_input")))})
+        if name.startswith(("ina3221", "ina2")):  # the ina3221 source reads INA2xx rails too
+            found.append(
+                {
+                    "source": "ina3221",
+                    "chip": name,
+                    "where": str(hwmon),
+                    "readable": bool(list(hwmon.glob("*_input"))),
+                }
+            )
     battery = sys_root / "class" / "power_supply" / "battery"
     if (battery / "current_now").exists():
         readable = _read(battery / "current_now") is not None and _read(battery / "voltage_now") is not None
         found.append({"source": "android-battery", "where": str(battery), "readable": readable})
     if shutil.which("vcgencmd"):
         found.append({"source": "rpi5-pmic", "where": shutil.which("vcgencmd"), "readable": True})
+    power = sys_root / "bus" / "event_source" / "devices" / "power" / "events"
+    if power.is_dir() and any(power.glob("energy-*")):
+        perf = shutil.which("perf")
+        found.append({"source": "perf", "where": str(power), "readable": perf is not None, "perf": perf})
     return found
 
 

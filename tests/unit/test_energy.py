@@ -107,7 +107,31 @@ def test_rapl_sums_package_domains_and_knows_their_wrap(tmp_path):
         },
     )
     reading = E.RaplReader(tmp_path).read()
-    assert reading.joules == pytest.approx(2.0) and reading.wrap_joules == pytest.approx(2 * 262143.32885)
+    assert reading.joules == pytest.approx(2.0) and reading.counters == pytest.approx((1.5, 0.5))
+    assert reading.wraps == pytest.approx((262143.32885, 262143.32885))
+
+
+def test_two_packages_wrap_on_their_own(tmp_path):
+    """Package 0 wraps (near its range, then past 0) while package 1 counts on: the energy is each package's
+    own delta, not the delta of their sum against the sum of their ranges."""
+    zones = {"0": ["262143000000", "500000"], "1": ["1000000", "3000000"]}  # µJ, two readings each
+    for z in zones:
+        _write(tmp_path, {f"class/powercap/intel-rapl:{z}/max_energy_range_uj": "262143328850\n"})
+
+    class Stepper(E.RaplReader):
+        step = 0
+
+        def read(self):
+            for z, values in zones.items():
+                _write(tmp_path, {f"class/powercap/intel-rapl:{z}/energy_uj": values[self.step] + "\n"})
+            self.step += 1
+            return super().read()
+
+    sampler = E.Sampler(Stepper(tmp_path), interval=60)  # two readings only: start() and stop()
+    sampler.start()
+    _, joules = sampler.stop()
+    # package 0: 262143.32885 - 262143.0 + 0.5 = 0.82885 J; package 1: 2.0 J
+    assert joules == pytest.approx(0.82885 + 2.0)
     with pytest.raises(E.EnergyUnavailable, match="no RAPL package domains"):
         E.RaplReader(tmp_path / "nothing")
 
@@ -249,3 +273,24 @@ def test_throttling_is_flagged(tmp_path):
     )
     assert probe.thermal_state(tmp_path) == {"temp_c": 61.5, "mhz": 2400.0, "throttle_count": 3}
     assert probe.thermal_state(tmp_path / "none") == {"temp_c": None, "mhz": None, "throttle_count": None}
+
+
+def test_perf_csv_lines():
+    # perf stat -x, : value,unit,event,run time,percentage[,metric value,metric unit] (tools/perf/Documentation/
+    # perf-stat.txt, "CSV FORMAT"); the first line as perf 6.1 printed it for task-clock here
+    text = (
+        "404.02,msec,task-clock,404015114,100.00,2.000,CPUs utilized\n"
+        "12.35,Joules,power/energy-pkg/,1000602117,100.00,,\n"
+        "<not supported>,Joules,power/energy-ram/,0,100.00,,\n"
+    )
+    got = E.parse_perf_csv(text)
+    assert got["task-clock"] == (404.02, "msec") and got["power/energy-pkg/"] == (12.35, "Joules")
+    assert got["power/energy-ram/"] == (None, "Joules")
+
+
+def test_perf_needs_power_events(tmp_path):
+    with pytest.raises(E.EnergyUnavailable, match="no perf power events"):
+        E.PerfReader(tmp_path)
+    _write(tmp_path, {"bus/event_source/devices/power/events/energy-pkg": "event=0x02\n"})
+    with pytest.raises(E.EnergyUnavailable, match="not installed"):
+        E.PerfReader(tmp_path, perf="no-such-perf")
