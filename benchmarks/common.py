@@ -25,7 +25,7 @@ from edgecompress.context import RunContext  # noqa: E402
 from edgecompress.data import DataBundle, Split  # noqa: E402
 from edgecompress.recipe import parse_recipe  # noqa: E402
 from edgecompress.registry import FRAMEWORKS  # noqa: E402
-from edgecompress.runtimes.measure import cpu_info  # noqa: E402
+from edgecompress.runtimes.probe import cpu_info  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 VERSIONED = ("torch", "torch-pruning", "torchao", "litert-torch", "ai-edge-litert", "openvino", "nncf")

@@ -46,7 +46,7 @@ from common import RESULTS, make_context, random_bundle, write_section  # noqa: 
 from edgecompress.console import UI  # noqa: E402
 from edgecompress.registry import EXPORTERS, FRAMEWORKS  # noqa: E402
 from edgecompress.runners.local import LocalRunner  # noqa: E402
-from edgecompress.runtimes.measure import cpu_info  # noqa: E402
+from edgecompress.runtimes.probe import cpu_info  # noqa: E402
 from edgecompress.specs import load_device  # noqa: E402
 
 TOLERANCE = 0.15

@@ -167,7 +167,7 @@ def profile(
         f"{artifact} on {dev.name} ({m.runtime} {m.runtime_version}, {m.threads} threads): "
         f"p50 {lat.p50_ms:.3f} ms, p90 {lat.p90_ms:.3f}, p99 {lat.p99_ms:.3f}, mean {lat.mean_ms:.3f} ± {lat.std_ms:.3f} "
         f"over {lat.runs} runs; load {m.load_ms:.1f} ms, first {m.first_inference_ms:.2f} ms, "
-        f"peak RSS {m.peak_rss_mb:.1f} MiB"
+        f"peak RSS {m.rss_text} MiB" + (f" (measured by {m.tool})" if m.tool else "")
     )
 
 
@@ -236,12 +236,34 @@ def probe(
         str | None,
         typer.Option("--workdir", help="Directory on the device for temporary files (adb: /data/local/tmp)."),
     ] = None,
+    native: Annotated[
+        bool,
+        typer.Option(
+            "--native",
+            help="A device without Python: probe with its shell, profile with its benchmark tools (mode: native).",
+        ),
+    ] = False,
+    benchmark_model: Annotated[
+        str | None, typer.Option("--benchmark-model", help="native: LiteRT's benchmark_model on the device.")
+    ] = None,
+    benchmark_app: Annotated[
+        str | None, typer.Option("--benchmark-app", help="native: OpenVINO's benchmark_app on the device.")
+    ] = None,
 ) -> None:
     """Write a device profile by probing the device: CPU, ISA features, memory, OS and kernel, the runtimes
     its Python has, the CPU governor, thermal zones and the energy sources it can read."""
     from edgecompress.device_probe import probe_device
 
-    path, data = probe_device(target, out, python=python, accept_new=accept_new, workdir=workdir)
+    path, data = probe_device(
+        target,
+        out,
+        python=python,
+        accept_new=accept_new,
+        workdir=workdir,
+        native=native,
+        benchmark_model=benchmark_model,
+        benchmark_app=benchmark_app,
+    )
     cpu, probed = data["cpu"], data["probed"]
     typer.echo(
         f"wrote {path}: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']} ({', '.join(cpu['isa']) or 'no ISA flags'}), "

@@ -15,10 +15,9 @@ from typing import Any
 
 import yaml
 
+from edgecompress.deployability import int8_dot_product
 from edgecompress.errors import RecipeError
 
-#: ISA features that give int8 dot products (VNNI, AMX; ARM dotprod and i8mm).
-INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7l"}
 
 
@@ -54,7 +53,7 @@ def profile_from_probe(facts: dict[str, Any], connection: dict[str, Any], *, whe
             "arch": arch,
             "cores": cores,
             "isa": isa,
-            "int8_dot_product": any(f in isa for f in INT8_DOT),
+            "int8_dot_product": bool(int8_dot_product(isa)),
         },
         "memory_mb": int(facts["memory_mb"] or 0),
         "threads": cores,
@@ -80,6 +79,9 @@ def probe_device(
     python: str | None = None,
     accept_new: bool = False,
     workdir: str | None = None,
+    native: bool = False,
+    benchmark_model: str | None = None,
+    benchmark_app: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Probe TARGET and write its profile to `out` (replacing it whole, never half-written); the profile."""
     from edgecompress.registry import RUNNERS
@@ -95,6 +97,13 @@ def probe_device(
         connection["known_hosts"] = "accept-new"
     if workdir:
         connection["workdir"] = workdir
+    if native or benchmark_model or benchmark_app:  # no Python there: the runtimes' own tools
+        if python:
+            raise RecipeError("--python and --native: a native device runs its benchmark tools, not a Python")
+        connection["mode"] = "native"
+        connection.update(
+            {k: v for k, v in (("benchmark_model", benchmark_model), ("benchmark_app", benchmark_app)) if v}
+        )
     name = out.stem
     probing = DeviceProfile.model_validate(
         {

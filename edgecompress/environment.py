@@ -37,7 +37,7 @@ def package_versions(*names: str) -> dict[str, str]:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, ISA flags that matter for inference speed, cores, OS and Python of this machine."""
-    from edgecompress.runtimes.measure import cpu_info
+    from edgecompress.runtimes.probe import cpu_info
 
     cpu, isa = cpu_info()
     return {

@@ -94,13 +94,28 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def _about(subject: str) -> dict[str, Any]:
+    """The artifacts and device a gate's subject names: 'a', 'device/a', 'device/a vs here', 'a vs b'."""
+    if subject.endswith(" vs here"):
+        device, _, artifact = subject.removesuffix(" vs here").partition("/")
+        return {"artifacts": [artifact], "device": device}
+    if " vs " in subject:
+        return {"artifacts": subject.split(" vs "), "device": None}
+    device, _, artifact = subject.rpartition("/")
+    return {"artifacts": [artifact], "device": device or None}
+
+
 def _at_most(gate: str, subject: str, value: float, limit: float) -> GateResult:
     # 1e-12: an accuracy drop of exactly the limit (e.g. 1 image of 100 for 0.01) passes despite float error
-    return GateResult(gate=gate, subject=subject, limit=limit, value=value, passed=value <= limit + 1e-12)
+    return GateResult(
+        gate=gate, subject=subject, limit=limit, value=value, passed=value <= limit + 1e-12, **_about(subject)
+    )
 
 
 def _at_least(gate: str, subject: str, value: float, limit: float) -> GateResult:
-    return GateResult(gate=gate, subject=subject, limit=limit, value=value, passed=value >= limit)
+    return GateResult(
+        gate=gate, subject=subject, limit=limit, value=value, passed=value >= limit, **_about(subject)
+    )
 
 
 def evaluate_gates(
@@ -163,6 +178,7 @@ def _energy_gate(subject: str, m: Any, limit: float, allow_estimated: bool) -> G
             value=None,
             passed=False,
             note=f"{have}; give the device an energy source (its profile's energy) or set gates.allow_estimated",
+            **_about(subject),
         )
     result = _at_most("max_energy_mj", subject, energy.mj_per_inference, limit)
     return result.model_copy(update={"note": energy.label})
@@ -415,12 +431,21 @@ class _Build:
             )
         # energy: once per artifact (the first round), where the device has a source; else estimated
         energy = spec.energy or bool(self.recipe.gates.max_energy_mj)
-        for device in (d for d in devices if d.name in here and energy and d.energy is None):
+        for device in (d for d in devices if d.name in here and energy and d.connection.mode == "native"):
+            self.ui.warn(
+                f"{device.name}: runs a native benchmark tool (connection.mode: native); its energy is "
+                "estimated from the power model, not measured (measurement needs measure.py's sampler)"
+            )
+        for device in (
+            d
+            for d in devices
+            if d.name in here and energy and d.energy is None and d.connection.mode != "native"
+        ):
             self.ui.warn(
                 f"{device.name}: no energy source in its profile; its energy is estimated from the power model"
                 + ("" if device.power else " (it has none either: no energy figure)")
             )
-        if energy and any(d.energy for d in devices if d.name in here):
+        if energy and any(d.energy for d in devices if d.name in here and d.connection.mode != "native"):
             self.ui.info(
                 f"measuring energy: idle, {spec.energy_windows} windows of {spec.energy_window_seconds:g} s of "
                 "inference, idle again, per artifact"

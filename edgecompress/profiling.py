@@ -138,10 +138,13 @@ class Measurements(BaseModel):
     first_inference_ms: float
     warmup_seconds: float
     latency: LatencyStats
-    peak_rss_mb: float = Field(
-        description="Peak resident memory of the fresh process that loaded and ran it."
+    peak_rss_mb: float | None = Field(
+        description="Peak resident memory of the fresh process that loaded and ran it (None: a native tool "
+        "that does not report it)."
     )
-    baseline_rss_mb: float = Field(description="Resident memory of that process before loading the model.")
+    baseline_rss_mb: float | None = Field(
+        description="Resident memory of that process before loading the model (None: a native tool)."
+    )
     file_size_bytes: int
     cpu_model: str
     isa_flags: list[str]
@@ -157,6 +160,18 @@ class Measurements(BaseModel):
         default=None, description="Energy per inference, labelled measured or estimated (see Energy)."
     )
     thermal: Thermal | None = Field(default=None, description="Temperature and frequency around the timing.")
+    tool: str | None = Field(
+        default=None,
+        description="The runtime's own benchmark tool that measured it (connection.mode: native), else None "
+        "(measure.py). A tool reports no p90/p99: they hold its p95 (or max) and max, upper bounds.",
+    )
+
+    @property
+    def rss_text(self) -> str:
+        """Peak RSS in MiB as the report prints it, or who did not report it."""
+        if self.peak_rss_mb is None:
+            return f"not reported by {self.tool or 'the runtime'}"
+        return f"{self.peak_rss_mb:.1f}"
 
 
 def combine_rounds(rounds: list[Measurements]) -> Measurements:
@@ -183,7 +198,7 @@ def combine_rounds(rounds: list[Measurements]) -> Measurements:
         update={
             "latency": latency,
             "op_profile": profile,
-            "peak_rss_mb": max(m.peak_rss_mb for m in rounds),
+            "peak_rss_mb": max((m.peak_rss_mb for m in rounds if m.peak_rss_mb is not None), default=None),
             # energy is measured in one round; a round that throttled marks the artifact
             "energy": measured[0] if measured else fastest.energy,
             "thermal": throttled[0] if throttled else fastest.thermal,

@@ -679,9 +679,15 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             )
     for i, name in enumerate(recipe.devices):
         try:
-            load_device(name, base_dir=recipe_path.parent)
+            device = load_device(name, base_dir=recipe_path.parent)
         except EdgeCompressError as exc:
             raise fail(("devices", i), str(exc)) from None
+        if recipe.profile.parity_on_device and device.connection.mode == "native":
+            raise fail(
+                ("profile", "parity_on_device"),
+                f"device {name} runs a native benchmark tool (connection.mode: native), which returns no "
+                "outputs: set its mode to script (a Python with numpy and the runtime there) or turn this off",
+            )
     _check_latency_budgets(recipe, recipe_path, fail)
     _check_precrop_references(recipe, recipe_path, fail)
     known = {f"{d}/{e.artifact_name}" for d in recipe.devices for e in recipe.export}

@@ -117,6 +117,10 @@ class GateResult(BaseModel):
     value: float | None = Field(description="None: nothing to judge (see note).")
     passed: bool
     note: str = Field(default="", description="What the value is (e.g. 'measured (rapl)'), or why none.")
+    artifacts: list[str] = Field(
+        default_factory=list, description="The artifacts the gate judges (two for a cross-runtime pair)."
+    )
+    device: str | None = Field(default=None, description="The device it judges them on; None: every device.")
 
     @property
     def message(self) -> str:
@@ -341,7 +345,7 @@ class Report(BaseModel):
                 out.append(
                     f"| {d} | {a.name} | {m.threads} | {lat.p50_ms:.3f}{rounds} | {lat.p90_ms:.3f} | {lat.p99_ms:.3f} | "
                     f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f} | {m.load_ms:.1f} | {m.first_inference_ms:.2f} | "
-                    f"{m.peak_rss_mb:.1f} | {energy} |"
+                    f"{m.rss_text} | {energy} |"
                 )
             for a, d, m in rows:
                 if m.thermal is not None and m.thermal.throttled:
@@ -359,12 +363,20 @@ class Report(BaseModel):
                             f"unpruned model's export ({ms:.3f} vs {m.latency.p50_ms:.3f} ms; the budget is in the "
                             "prune step's notes)."
                         )
-            first = rows[0][2]
-            out += [
-                "",
-                f"CPU: {first.cpu_model}; ISA flags: {', '.join(first.isa_flags) or 'none found'}. "
-                "Runtimes: " + ", ".join(sorted({f"{m.runtime} {m.runtime_version}" for _, _, m in rows})),
-            ]
+            out.append("")
+            for device, m in {d: m for _, d, m in rows}.items():  # each device's CPU and runtimes
+                versions = sorted({f"{x.runtime} {x.runtime_version}" for _, d, x in rows if d == device})
+                out.append(
+                    f"{device}: CPU {m.cpu_model}; ISA flags: {', '.join(m.isa_flags) or 'none found'}. "
+                    f"Runtimes: {', '.join(versions)}.  "
+                )
+            native = sorted({f"{d} ({m.tool})" for _, d, m in rows if m.tool})
+            if native:
+                out.append(
+                    f"Measured by the runtime's own benchmark tool (connection.mode: native) on {', '.join(native)}: "
+                    "no per-op profile, p90/p99 are the tool's p95/max, memory only where the tool reports it, "
+                    "energy estimated."
+                )
             out += render_op_profiles([(d, a.name, m) for a, d, m in rows])
         if self.deployability:
             out += ["", "## Is int8 faster? (measured, with causes found by inspection)"]

@@ -34,11 +34,13 @@ COLOURS = {"chosen": "#2e7d32", "passes": "#4a78b5", "fails": "#c62828", "other"
 
 
 def gate_names(gate: GateResult, artifact: str, device: str) -> bool:
-    """Whether `gate` is about `artifact` on `device`: its subject is the artifact ('tflite-int8'), the
-    artifact on that device ('desktop/tflite-int8'), or a cross-runtime pair that includes it
-    ('tflite-int8 vs openvino-int8'). A latency gate on another device does not name it here."""
+    """Whether `gate` is about `artifact` on `device`: it judges the artifact (alone, or in a cross-runtime
+    pair) on every device, or on this one (latency, energy, parity on the device). A gate about another
+    device does not name it here. Reports written before gates named their artifacts are read by subject."""
+    if gate.artifacts:
+        return artifact in gate.artifacts and gate.device in (None, device)
     subject = gate.subject
-    if subject in (artifact, f"{device}/{artifact}"):
+    if subject in (artifact, f"{device}/{artifact}", f"{device}/{artifact} vs here"):
         return True
     return " vs " in subject and artifact in subject.split(" vs ")
 
@@ -307,7 +309,7 @@ def _artifact_rows(report: Report, devices: list[str], chosen: dict[str, str]) -
                 {
                     "measured": m is not None,
                     "latency": _latency_cell(m) if m else None,
-                    "rss": f"{m.peak_rss_mb:.1f}" if m else "—",
+                    "rss": m.rss_text if m else "—",
                     "energy": energy_cell(m),
                     "chosen": chosen.get(d) == a.name,
                 }

@@ -89,6 +89,21 @@ class Connection(_Strict):
         description="ssh: the host key must be in ~/.ssh/known_hosts (strict), or an unknown one is recorded "
         "on first use (accept-new); a changed key is always refused.",
     )
+    mode: Literal["script", "native"] = Field(
+        default="script",
+        description="script: measure.py run by the device's Python (numpy and the runtime); native: the "
+        "runtime's own benchmark tool (benchmark_model / litert-benchmark, benchmark_app) on the device, for "
+        "devices without Python: no op profile, no peak memory from benchmark_app, energy estimated only, "
+        "no parity on the device.",
+    )
+    benchmark_model: str | None = Field(
+        default=None,
+        description="native: LiteRT's tool on the device: the C++ benchmark_model (default: benchmark_model "
+        "on the PATH; adb: /data/local/tmp/benchmark_model) or ai-edge-litert's litert-benchmark.",
+    )
+    benchmark_app: str | None = Field(
+        default=None, description="native: OpenVINO's benchmark_app on the device (default: on the PATH)."
+    )
     python: str = Field(default="python3", description="Python on the device that runs the profiling script.")
     workdir: str | None = Field(
         default=None,
@@ -120,9 +135,10 @@ class Connection(_Strict):
 class EnergySource(_Strict):
     """Where a device's energy is read (runtimes/energy.py): on the device, during its timed windows."""
 
-    source: Literal["rapl", "ina3221", "android-battery", "rpi5-pmic", "meter"] = Field(
+    source: Literal["rapl", "ina3221", "android-battery", "rpi5-pmic", "meter", "perf"] = Field(
         description="rapl: powercap counters (x86); ina3221: Jetson/INA2xx hwmon rails; android-battery: "
-        "battery current x voltage (unplugged); rpi5-pmic: vcgencmd pmic_read_adc; meter: a command printing watts."
+        "battery current x voltage (unplugged); rpi5-pmic: vcgencmd pmic_read_adc; meter: a command printing watts; "
+        "perf: perf stat's power events (the RAPL PMU)."
     )
     command: str | None = Field(
         default=None,
@@ -178,7 +194,7 @@ class DeviceProfile(_Strict):
         if arch == "detect" or not isa:
             import platform
 
-            from edgecompress.runtimes.measure import cpu_info
+            from edgecompress.runtimes.probe import cpu_info
 
             isa = isa or cpu_info()[1]
             arch = platform.machine() if arch == "detect" else arch

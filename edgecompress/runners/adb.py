@@ -9,19 +9,20 @@ files, `adb shell` of the quoted command line, its JSON read back, the directory
 failed. The command's exit status travels in a marker line: adb 29 exits 0 when the connection dies before
 the shell protocol's exit packet, so an exit code alone cannot tell a success from a lost phone.
 
-Not built yet: `mode: native` (LiteRT's `benchmark_model` on a phone without Python).
+`connection.mode: native` runs LiteRT's `benchmark_model` on the phone instead (no Python there; default
+/data/local/tmp/benchmark_model, or `connection.benchmark_model`), under the same taskset mask
+(runners/native.py).
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 from edgecompress.errors import DeviceError
-from edgecompress.runners.base import Completed, Job, ScriptRunner, tail
+from edgecompress.runners.base import Completed, Job, ScriptRunner, quote, tail
 from edgecompress.runtimes import DEVICE_SCRIPTS
 from edgecompress.specs import DeviceProfile
 
@@ -92,7 +93,7 @@ class AdbRunner(ScriptRunner):
         self._ready(device)
         timeout = device.connection.timeout
         base = (device.connection.workdir or "/data/local/tmp").rstrip("/")
-        made = self.shell(device, f"mktemp -d {shlex.quote(base + '/edgecompress-XXXXXXXX')}", timeout=60)
+        made = self.shell(device, f"mktemp -d {quote(base + '/edgecompress-XXXXXXXX')}", timeout=60)
         tmp = made.stdout.strip()
         if made.returncode != 0 or not tmp.startswith("/"):
             raise DeviceError(
@@ -103,7 +104,8 @@ class AdbRunner(ScriptRunner):
             dirs: dict[Path, str] = {}
             for f in job.files:
                 dirs.setdefault(f.parent, f"{tmp}/a{len(dirs)}")
-            for path, remote in [(p, f"{tmp}/{p.name}") for p in DEVICE_SCRIPTS] + [
+            scripts = DEVICE_SCRIPTS if job.script is not None else []
+            for path, remote in [(p, f"{tmp}/{p.name}") for p in scripts] + [
                 (f, f"{dirs[f.parent]}/{f.name}") for f in job.files
             ]:
                 pushed = self._adb(device, "push", str(path), remote, timeout=timeout)
@@ -123,15 +125,16 @@ class AdbRunner(ScriptRunner):
             def place(path: Path) -> str:
                 return f"{dirs[path.parent]}/{path.name}"
 
-            argv = [device.connection.python, f"{tmp}/{job.script}", *job.argv(place)]
+            argv = job.command(place, device.connection.python, tmp)
             if device.connection.affinity:
                 argv = ["taskset", device.connection.affinity, *argv]
-            command = " ".join(shlex.quote(a) for a in argv)
+            command = " ".join(quote(a) for a in argv)
             done = self.shell(device, command, timeout=timeout, stdin=job.stdin(place) if job.stdin else None)
             if done.returncode == 127 and not done.stdout.strip():
+                program = job.command(place, device.connection.python, tmp)[0]
                 raise DeviceError(
-                    f"{device.name}: no {argv[0]} on the device ({tail(done.stderr, 1)}): set connection.python "
-                    "to a Python with numpy and the runtime (e.g. Termux's)"
+                    f"{device.name}: no {program} on the device ({tail(done.stderr, 1)}): {job.missing}"
+                    + (" (e.g. Termux's)" if job.script is not None else "")
                 )
             stdout, stderr = done.stdout, done.stderr
             for f in job.files:  # messages name the user's files, not the device's copies
@@ -139,7 +142,7 @@ class AdbRunner(ScriptRunner):
             return Completed(done.returncode, stdout, stderr)
         finally:
             try:
-                self.shell(device, f"rm -rf -- {shlex.quote(tmp)}", timeout=60)
+                self.shell(device, f"rm -rf -- {quote(tmp)}", timeout=60)
             except DeviceError as exc:
                 import sys
 

@@ -32,6 +32,14 @@ Place = Callable[[Path], str]
 RUNTIME_PACKAGES = {"litert": "ai-edge-litert (or tflite-runtime)", "openvino": "openvino"}
 
 
+def quote(arg: str) -> str:
+    """`arg` quoted for the device's shell; a leading `~/` (a Python or workdir in the login's home, as
+    written in a device file) is left to the shell to expand, the rest quoted."""
+    import shlex
+
+    return "~/" + shlex.quote(arg[2:]) if arg.startswith("~/") else shlex.quote(arg)
+
+
 def tail(text: str, lines: int = 8) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(kept[-lines:]) or "(no output)"
@@ -122,16 +130,29 @@ def thermal_of(readings: dict | None) -> Thermal | None:
     )
 
 
+class ToolFailed(DeviceError):
+    """A native benchmark tool ran on the device and failed on one artifact (or printed no timing)."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One run of measure.py: its arguments `argv(place)` (and `stdin(place)` on its standard input), with
-    every path of `files` reachable on the device as `place(path)`."""
+    every path of `files` reachable on the device as `place(path)`. With `script` None, `argv(place)` is the
+    whole command (a native benchmark tool; no script is copied) and `missing` says what to set when the
+    device has no such program."""
 
     files: list[Path]
     argv: Callable[[Place], list[str]]
     what: str  # said in errors: "tflite-int8", "a batch of 12 artifacts"
     stdin: Callable[[Place], str] | None = None
-    script: str = "measure.py"  # or "probe.py" (runtimes/)
+    script: str | None = "measure.py"  # or "probe.py" (runtimes/); None: a native tool
+    missing: str = "set connection.python to the Python that has numpy and the runtime"
+
+    def command(self, place: Place, python: str, scripts: str) -> list[str]:
+        """The command line on the device: `python scripts/script argv...`, or the native tool's argv."""
+        if self.script is None:
+            return self.argv(place)
+        return [python, f"{scripts}/{self.script}", *self.argv(place)]
 
 
 @dataclass(frozen=True)
@@ -154,12 +175,17 @@ class ScriptRunner:
         self.timeout_seconds = timeout_seconds
         #: Inferences the per-op profile pass (when a run asks for one) averages over.
         self.op_profile_runs = op_profile_runs
+        #: Native tools found on devices: (device, runtime) -> path there.
+        self._tools: dict[tuple[str, str], str] = {}
 
     # ----------------------------------------------------------------------------------- the subclass's part
 
     def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
         """The device's CPU, ISA flags and `runtime`'s version, from measure.py --facts run there (nothing
-        measured); DeviceError when the runtime is not installed for the device's Python."""
+        measured); DeviceError when the runtime is not installed for the device's Python. Native mode reads
+        the device's /proc/cpuinfo and `uname -m`; the tool is the version."""
+        if device.connection.mode == "native":
+            return self._native_facts(device, runtime)
         job = Job([], lambda place: ["--facts"], "the device's facts")
         found = self._result(self._measure(device, job), device, job.what)
         version = found["runtime_versions"].get(runtime)
@@ -263,6 +289,11 @@ class ScriptRunner:
 
         import numpy as np
 
+        if device.connection.mode == "native":
+            raise DeviceError(
+                f"{device.name}: parity on the device needs connection.mode: script (measure.py returns the "
+                "outputs; a native benchmark tool does not)"
+            )
         check_artifacts([artifact])
         with tempfile.TemporaryDirectory(prefix="edgecompress-parity-") as tmp:
             inputs = Path(tmp) / "inputs.npy"
@@ -298,8 +329,21 @@ class ScriptRunner:
     def probe(self, device: DeviceProfile) -> dict:
         """runtimes/probe.py on the device: CPU, ISA, memory, OS, runtimes, governor, thermal zones, energy
         sources (`edgecompress devices probe`)."""
+        if device.connection.mode == "native":
+            return self._probe_native(device)
         job = Job([], lambda place: [], "the probe", script="probe.py")
         return self._result(self._measure(device, job), device, job.what)
+
+    def _probe_native(self, device: DeviceProfile) -> dict:
+        """The same facts from a device without Python: native.PROBE_SCRIPT in its sh, parsed here."""
+        from edgecompress.runners import native
+
+        tools = [native.tool_of(device.connection, r) for r in ("litert", "openvino")]
+        text = self._shell_text(device, ["sh", "-c", native.PROBE_SCRIPT, "probe", *tools], "the probe")
+        try:
+            return native.parse_probe(text)
+        except ValueError as exc:
+            raise DeviceError(f"{device.name}: {exc}:\n{tail(text)}") from None
 
     def _check_runtimes(self, artifacts: list[Artifact], device: DeviceProfile) -> None:
         missing = sorted({a.runtime for a in artifacts} - set(device.runtimes))
@@ -308,6 +352,133 @@ class ScriptRunner:
                 f"{device.name}: has no {', '.join(missing)} runtime to measure on (its runtimes: "
                 f"{', '.join(device.runtimes)})"
             )
+
+    # ------------------------------------------------------------------------------------ native mode
+
+    def _shell_text(self, device: DeviceProfile, argv: list[str], what: str) -> str:
+        done = self._measure(
+            device, Job([], lambda place: argv, what, script=None, missing=f"{argv[0]} is needed")
+        )
+        if done.returncode != 0:
+            raise DeviceError(
+                f"{device.name}: {' '.join(argv)} failed (exit {done.returncode}): {tail(done.stderr, 1)}"
+            )
+        return done.stdout
+
+    def _native_facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
+        from pathlib import PurePosixPath
+
+        from edgecompress.runners import native
+        from edgecompress.runtimes.probe import parse_cpuinfo
+
+        if runtime not in device.runtimes:
+            raise DeviceError(f"{device.name}: has no {runtime} runtime ({', '.join(device.runtimes)})")
+        cpu_model, isa = parse_cpuinfo(self._shell_text(device, ["cat", "/proc/cpuinfo"], "/proc/cpuinfo"))
+        arch = self._shell_text(device, ["uname", "-m"], "uname -m").strip()
+        tool = PurePosixPath(native.tool_of(device.connection, runtime)).name
+        return RuntimeFacts(
+            runtime=runtime,
+            runtime_version=f"{tool} (native)",
+            cpu_model=cpu_model or device.cpu.model,
+            isa_flags=isa or list(device.cpu.isa),
+            arch=arch or device.cpu.arch,
+        )
+
+    def _tool(self, device: DeviceProfile, runtime: str) -> str:
+        """The runtime's benchmark tool on the device: the connection's, else found there (a phone: on its
+        PATH, else /data/local/tmp/benchmark_model), once per runner and device."""
+        from edgecompress.runners import native
+
+        default = native.tool_of(device.connection, runtime)
+        given = device.connection.benchmark_model if runtime == "litert" else device.connection.benchmark_app
+        if given or device.connection.runner != "adb":
+            return default
+        cache = self._tools
+        if (device.name, runtime) not in cache:
+            find = 'command -v "$1" 2>/dev/null || { [ -x "$2" ] && echo "$2"; } || true'
+            argv = ["sh", "-c", find, "find", native.DEFAULT_TOOLS[runtime], default]
+            found = self._shell_text(device, argv, "the benchmark tool").strip()
+            cache[(device.name, runtime)] = found.splitlines()[0] if found else default
+        return cache[(device.name, runtime)]
+
+    def _native(
+        self, artifact: Artifact, device: DeviceProfile, *, runs: int, warmup_seconds: float, threads: int
+    ) -> tuple[dict, str]:
+        """One run of `artifact`'s runtime's own benchmark tool on the device (connection.mode: native): its
+        output parsed (runners/native.py) and the tool."""
+        from edgecompress.runners import native
+
+        tool = self._tool(device, artifact.runtime)
+        key = "benchmark_model" if artifact.runtime == "litert" else "benchmark_app"
+
+        def argv(place: Place) -> list[str]:
+            return native.tool_arguments(
+                tool,
+                artifact.runtime,
+                place(artifact.path),
+                threads=threads,
+                runs=runs,
+                warmup_seconds=warmup_seconds,
+                inference_precision=artifact.inference_precision,
+                shape=list(artifact.input_shape) if artifact.input_shape else None,
+            )
+
+        missing = (
+            f"put {native.DEFAULT_TOOLS[artifact.runtime]} on the device and set connection.{key} to its path"
+        )
+        done = self._measure(
+            device, Job(list(artifact.files), argv, artifact.name, script=None, missing=missing)
+        )
+        output = done.stdout + "\n" + done.stderr
+        if done.returncode == 126 or "exec format error" in output.lower():
+            raise DeviceError(
+                f"{device.name}: {tool} cannot run there ({tail(output, 1)}): it is built for another CPU "
+                f"architecture or is not executable; put the {device.cpu.arch if device.cpu.arch != 'detect' else 'device'}"
+                f" build of {native.DEFAULT_TOOLS[artifact.runtime]} there (connection.{key})"
+            )
+        if done.returncode != 0:
+            raise ToolFailed(
+                f"{device.name}: {tool} failed on {artifact.name} (exit {done.returncode}):\n{tail(output)}"
+            )
+        try:
+            return native.parse(artifact.runtime, output), tool
+        except ValueError as exc:
+            raise ToolFailed(f"{device.name}: {exc} ({tool} on {artifact.name}):\n{tail(output)}") from None
+
+    def _run_native(
+        self, artifact: Artifact, device: DeviceProfile, *, runs: int, warmup_seconds: float, threads: int
+    ) -> Measurements:
+        from pathlib import PurePosixPath
+
+        from edgecompress.runners import native
+
+        parsed, tool = self._native(
+            artifact, device, runs=runs, warmup_seconds=warmup_seconds, threads=threads
+        )
+        name = PurePosixPath(tool).name
+        latency = LatencyStats.model_validate(native.latency_fields(parsed, runs))
+        estimated = estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms)
+        probed = device.probed or {}
+        return Measurements(
+            device=device.name,
+            runtime=artifact.runtime,
+            runtime_version=parsed["version"] or f"{name} (native; version not reported)",
+            threads=threads,
+            execution_precision=artifact.inference_precision,
+            load_ms=parsed["load_ms"],
+            first_inference_ms=parsed["first_ms"],
+            warmup_seconds=warmup_seconds,
+            latency=latency,
+            peak_rss_mb=parsed["peak_mb"],
+            baseline_rss_mb=None,
+            file_size_bytes=sum(f.stat().st_size for f in artifact.files),
+            cpu_model=str(probed.get("cpu_model") or device.cpu.model),
+            isa_flags=list(probed.get("isa_flags") or device.cpu.isa),
+            python_version="",
+            energy_mj_estimated=estimated,
+            energy=energy_of(None, estimated),
+            tool=name,
+        )
 
     def run_batch(
         self,
@@ -325,6 +496,10 @@ class ScriptRunner:
         self._check_runtimes(artifacts, device)
         if not artifacts:
             return BatchResult(timings=[], runtime_versions={}, cpu_model="", isa_flags=[], threads=threads)
+        if device.connection.mode == "native":
+            return self._batch_native(
+                artifacts, device, runs=runs, warmup_seconds=warmup_seconds, threads=threads, rounds=rounds
+            )
         files = [f for a in artifacts for f in a.files]
 
         def listing(place: Place) -> str:
@@ -367,6 +542,50 @@ class ScriptRunner:
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"{device.name}: unexpected batch result: {exc}") from exc
 
+    def _batch_native(
+        self,
+        artifacts: list[Artifact],
+        device: DeviceProfile,
+        *,
+        runs: int,
+        warmup_seconds: float,
+        threads: int,
+        rounds: int,
+    ) -> BatchResult:
+        """run_batch in native mode: the tool once per artifact and round, the rounds interleaved (A, B, A,
+        B, ...). One artifact the tool fails on has its error; a device that cannot run it fails the batch."""
+        p50s: list[list[float]] = [[] for _ in artifacts]
+        loads: list[float | None] = [None] * len(artifacts)
+        errors: list[str | None] = [None] * len(artifacts)
+        version = ""
+        for _ in range(rounds):
+            for i, artifact in enumerate(artifacts):
+                if errors[i]:
+                    continue
+                try:
+                    parsed, tool = self._native(
+                        artifact, device, runs=runs, warmup_seconds=warmup_seconds, threads=threads
+                    )
+                except ToolFailed as exc:  # this artifact; a device without the tool raises on
+                    errors[i] = str(exc)
+                    continue
+                p50s[i].append(parsed["p50_ms"])
+                loads[i] = parsed["load_ms"]
+                version = parsed["version"] or f"{tool} (native)"
+        facts = device.probed or {}
+        return BatchResult(
+            timings=[
+                BatchTiming(
+                    path=str(a.path), rounds_p50_ms=p50s[i], runs=runs, load_ms=loads[i], error=errors[i]
+                )
+                for i, a in enumerate(artifacts)
+            ],
+            runtime_versions={artifacts[0].runtime: version} if version else {},
+            cpu_model=str(facts.get("cpu_model") or device.cpu.model),
+            isa_flags=list(facts.get("isa_flags") or device.cpu.isa),
+            threads=threads,
+        )
+
     def run(
         self,
         artifact: Artifact,
@@ -393,13 +612,17 @@ class ScriptRunner:
                 f"the device's runtimes ({', '.join(device.runtimes)})"
             )
         check_artifacts([artifact])
+        if device.connection.mode == "native":  # energy: the power model's estimate only (no sampler there)
+            return self._run_native(
+                artifact, device, runs=runs, warmup_seconds=warmup_seconds, threads=threads
+            )
 
         request = None
         if energy is not None:
             if device.energy is None:
                 raise DeviceError(
                     f"{device.name}: energy was asked for but the device profile names no energy source "
-                    "(energy: {source: rapl | ina3221 | android-battery | rpi5-pmic | meter})"
+                    "(energy: {source: rapl | perf | ina3221 | android-battery | rpi5-pmic | meter})"
                 )
             request = (device.energy, *energy)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
@@ -18,29 +19,12 @@ class LocalRunner(ScriptRunner):
 
     where = "this machine"
 
-    def command(
-        self, artifact, *, runs: int, warmup_seconds: float, threads: int, op_profile: bool
-    ) -> list[str]:
-        """The command line that profiles `artifact` here (what the official-tools benchmark compares)."""
-        return [
-            sys.executable,
-            str(MEASURE_SCRIPT),
-            *self.arguments(
-                artifact,
-                str,
-                runs=runs,
-                warmup_seconds=warmup_seconds,
-                threads=threads,
-                op_profile=op_profile,
-            ),
-        ]
-
     def facts(self, device: DeviceProfile, runtime: str) -> RuntimeFacts:
         """This machine's CPU, ISA flags and the installed `runtime`'s version, spelled as measure.py spells
         them (`sessions.py`), read without loading the runtime."""
         import platform
 
-        from edgecompress.runtimes.measure import cpu_info
+        from edgecompress.runtimes.probe import cpu_info
         from edgecompress.runtimes.sessions import runtime_version
 
         if runtime not in device.runtimes:
@@ -60,7 +44,7 @@ class LocalRunner(ScriptRunner):
         )
 
     def _measure(self, device: DeviceProfile, job: Job) -> Completed:
-        cmd, what = [sys.executable, str(MEASURE_SCRIPT.parent / job.script), *job.argv(str)], job.what
+        cmd, what = job.command(str, sys.executable, str(MEASURE_SCRIPT.parent)), job.what
         try:
             proc = subprocess.run(
                 cmd,
@@ -74,6 +58,10 @@ class LocalRunner(ScriptRunner):
             raise DeviceError(
                 f"{device.name}: profiling {what} took longer than {self.timeout_seconds:.0f} s"
             ) from exc
+        except FileNotFoundError:
+            raise DeviceError(f"{device.name}: no {cmd[0]} on this machine: {job.missing}") from None
         except OSError as exc:
+            if exc.errno == errno.ENOEXEC:  # a program for another architecture: what the shell says (126)
+                return Completed(126, "", f"{cmd[0]}: Exec format error")
             raise DeviceError(f"{device.name}: cannot start the profiling process: {exc}") from exc
         return Completed(proc.returncode, proc.stdout, proc.stderr)

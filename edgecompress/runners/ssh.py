@@ -14,14 +14,13 @@ lost). Passwords are never asked for nor read from any file: a key (or the agent
 from __future__ import annotations
 
 import asyncio
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgecompress.errors import DeviceError
-from edgecompress.runners.base import Completed, Job, ScriptRunner, tail
+from edgecompress.runners.base import Completed, Job, ScriptRunner, quote, tail
 from edgecompress.runtimes import DEVICE_SCRIPTS
 from edgecompress.specs import DeviceProfile
 
@@ -190,20 +189,27 @@ class SSHRunner(ScriptRunner):
     async def _remote(self, device: DeviceProfile, job: Job) -> Completed:
         import asyncssh
 
-        files, argv, what, stdin = job.files, job.argv, job.what, job.stdin
+        files, what, stdin = job.files, job.what, job.stdin
         conn = await self._connect(device)
         tmp: str | None = None
         lost = False
         try:
-            tmp = await self._mktemp(conn, device)
-            dirs = await self._upload(conn, device, tmp, files)
+            timeout = device.connection.timeout
+            try:  # a board that stops answering mid-copy is a timeout, not a hang
+                tmp = await asyncio.wait_for(self._mktemp(conn, device), device.connection.connect_timeout)
+                dirs = await asyncio.wait_for(
+                    self._upload(conn, device, tmp, files, scripts=job.script is not None), timeout
+                )
+            except asyncio.TimeoutError:
+                raise DeviceError(
+                    f"{device.name}: the device stopped answering while {what} was copied to it "
+                    f"(connection.connect_timeout / connection.timeout)"
+                ) from None
 
             def place(path: Path) -> str:
                 return f"{dirs[path.parent]}/{path.name}"
 
-            command = " ".join(
-                shlex.quote(a) for a in [device.connection.python, f"{tmp}/{job.script}", *argv(place)]
-            )
+            command = " ".join(quote(a) for a in job.command(place, device.connection.python, tmp))
             try:
                 result = await asyncio.wait_for(
                     conn.run(command, input=stdin(place) if stdin else None, check=False),
@@ -220,9 +226,9 @@ class SSHRunner(ScriptRunner):
                     f"{tail(str(result.stderr))}"
                 )
             if result.exit_status == 127 and not str(result.stdout).strip():
+                program = job.command(place, device.connection.python, tmp)[0]
                 raise DeviceError(
-                    f"{device.name}: no {device.connection.python} on the device ({tail(str(result.stderr), 1)}): "
-                    "set connection.python to the Python that has numpy and the runtime"
+                    f"{device.name}: no {program} on the device ({tail(str(result.stderr), 1)}): {job.missing}"
                 )
             stdout, stderr = str(result.stdout), str(result.stderr)
             for f in files:  # messages name the user's files, not the board's temporary copies
@@ -239,7 +245,7 @@ class SSHRunner(ScriptRunner):
     async def _mktemp(self, conn: Any, device: DeviceProfile) -> str:
         base = device.connection.workdir
         template = f"{base.rstrip('/')}/edgecompress-XXXXXXXX" if base else None
-        command = f"mktemp -d {shlex.quote(template)}" if template else "mktemp -d -t edgecompress-XXXXXXXX"
+        command = f"mktemp -d {quote(template)}" if template else "mktemp -d -t edgecompress-XXXXXXXX"
         result = await conn.run(command, check=False)
         made = str(result.stdout).strip()
         if result.exit_status != 0 or not made.startswith("/"):
@@ -250,15 +256,19 @@ class SSHRunner(ScriptRunner):
             )
         return made
 
-    async def _upload(self, conn: Any, device: DeviceProfile, tmp: str, files: list[Path]) -> dict[Path, str]:
-        """The scripts into `tmp`, each artifact's files into a subdirectory per local directory (an OpenVINO
-        .xml keeps its .bin beside it; two artifacts of one name from two directories do not collide)."""
+    async def _upload(
+        self, conn: Any, device: DeviceProfile, tmp: str, files: list[Path], *, scripts: bool = True
+    ) -> dict[Path, str]:
+        """The scripts (unless a native tool runs) into `tmp`, each artifact's files into a subdirectory per
+        local directory (an OpenVINO .xml keeps its .bin beside it; two artifacts of one name from two
+        directories do not collide)."""
         import asyncssh
 
         dirs: dict[Path, str] = {}
         try:
             async with conn.start_sftp_client() as sftp:
-                await sftp.put([str(p) for p in DEVICE_SCRIPTS], tmp)
+                if scripts:
+                    await sftp.put([str(p) for p in DEVICE_SCRIPTS], tmp)
                 for f in files:
                     if f.parent not in dirs:
                         dirs[f.parent] = f"{tmp}/a{len(dirs)}"
@@ -276,7 +286,7 @@ class SSHRunner(ScriptRunner):
         raised over the error that brought us here."""
         try:
             if tmp is not None:
-                command = f"rm -rf -- {shlex.quote(tmp)}"
+                command = f"rm -rf -- {quote(tmp)}"
                 try:
                     if lost:
                         raise ConnectionError

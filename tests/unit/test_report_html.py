@@ -108,6 +108,16 @@ def test_gates_name_artifacts_exactly_and_per_device():
     assert not gate_names(_gate("rpi5/tflite-int8", False), "tflite-int8", "desktop"), "another device"
     assert gate_names(_gate("tflite-int8 vs openvino-int8", False), "openvino-int8", "desktop")
     assert not gate_names(_gate("tflite-int8-unpruned", False), "tflite-int8", "desktop"), "no prefix match"
+    # gates as a build makes them name their artifacts and device: parity on a device judges it there only
+    from edgecompress.pipeline import _at_least, _at_most
+
+    there = _at_least("parity.min_agreement", "rpi5/tflite-int8 vs here", 0.9, 0.99)
+    assert there.artifacts == ["tflite-int8"] and there.device == "rpi5"
+    assert gate_names(there, "tflite-int8", "rpi5") and not gate_names(there, "tflite-int8", "desktop")
+    pair = _at_least("parity.min_agreement", "tflite-int8 vs openvino-int8", 0.9, 0.99)
+    assert gate_names(pair, "openvino-int8", "desktop") and not gate_names(pair, "tflite-fp32", "desktop")
+    size = _at_most("max_size_kb", "tflite-int8", 20, 10)
+    assert size.device is None and gate_names(size, "tflite-int8", "rpi5")
     # a latency gate failed on one device only disqualifies the artifact there
     arts = [_artifact("tflite-int8", {"a": 0.1, "b": 0.1}), _artifact("openvino-int8", {"a": 0.2, "b": 0.2})]
     devices = [DeviceStatus(name=n, description=n, runner="local") for n in ("a", "b")]
