@@ -1,7 +1,7 @@
 """Issue 10's benchmark: latency-budget pruning against the other ways to a smaller model, on digits-deformed.
 
     .venv/bin/python benchmarks/budget_suite.py           # the timed run (`make bench-budget`, < 60 min, 2 cores)
-    .venv/bin/python benchmarks/budget_suite.py --models mnv2 mnv3  # both models at the timed settings (56 + 48 min measured apart)
+    .venv/bin/python benchmarks/budget_suite.py --models mnv2 mnv3  # both models at the timed settings (42 + ~50 min)
     .venv/bin/python benchmarks/budget_suite.py --long    # the longer run: both models, more data and epochs
     .venv/bin/python benchmarks/budget_suite.py --quick   # a smoke check (tiny data, 1 epoch)
 
@@ -537,8 +537,9 @@ def section(s: Settings, results: list[dict[str, Any]], stamp: str, seconds: flo
     lines = [
         heading(s),
         "",
-        f"Written by `{' '.join(['benchmarks/budget_suite.py', *sys.argv[1:]])}` "
-        f"(`make bench-budget`), {stamp}, in {seconds / 60:.1f} min. {machine_line()}.  ",
+        f"Written by `{' '.join(['benchmarks/budget_suite.py', *sys.argv[1:]])}`"
+        + (" (`make bench-budget`)" if s.models == ("mnv2",) and not s.long else "")
+        + f", {stamp}, in {seconds / 60:.1f} min. {machine_line()}.  ",
         f"{versions_line()}.",
         "",
         f"Setup: digits-deformed at 32x32 ({s.train:,} train / {s.val:,} val / {s.test:,} test images), width "
