@@ -205,7 +205,14 @@ class Planner:
     """Makes the precision plans of a build (one per int8/auto export), measuring on its devices."""
 
     def __init__(
-        self, ctx: Any, *, quantized: Any, float_model: Any, devices: list[DeviceProfile], ui: UI
+        self,
+        ctx: Any,
+        *,
+        quantized: Any,
+        float_model: Any,
+        devices: list[DeviceProfile],
+        ui: UI,
+        latency_models: dict[tuple[str, str], Any] | None = None,
     ) -> None:
         self.ctx = ctx
         self.quantized = quantized
@@ -215,7 +222,8 @@ class Planner:
         self.backend = import_object(STAGES.get("quantize").plan_backends[ctx.framework])
         self.ops = self.backend.plan_ops(quantized)
         self._layers: dict[str, Any] | None = None
-        self._models: dict[tuple[str, str], Any] = {}
+        #: (device, runtime) -> LatencyModel; a caller's dict is shared (its tables loaded once)
+        self._models: dict[tuple[str, str], Any] = {} if latency_models is None else latency_models
         self.plans: list[PrecisionPlan] = []
         #: Artifacts exported for the races, by what they are (format, options, ops or fp32), kept until
         #: `close()` so that the winner becomes the build's export without a second conversion.

@@ -390,8 +390,7 @@ class ScriptRunner:
         from edgecompress.runners import native
 
         default = native.tool_of(device.connection, runtime)
-        given = device.connection.benchmark_model if runtime == "litert" else device.connection.benchmark_app
-        if given or device.connection.runner != "adb":
+        if native.configured_tool(device.connection, runtime) or device.connection.runner != "adb":
             return default
         cache = self._tools
         if (device.name, runtime) not in cache:
@@ -409,7 +408,7 @@ class ScriptRunner:
         from edgecompress.runners import native
 
         tool = self._tool(device, artifact.runtime)
-        key = "benchmark_model" if artifact.runtime == "litert" else "benchmark_app"
+        key = native.DEFAULT_TOOLS[artifact.runtime]  # also the connection's field naming it
 
         def argv(place: Place) -> list[str]:
             return native.tool_arguments(
@@ -458,7 +457,6 @@ class ScriptRunner:
         name = PurePosixPath(tool).name
         latency = LatencyStats.model_validate(native.latency_fields(parsed, runs))
         estimated = estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms)
-        probed = device.probed or {}
         return Measurements(
             device=device.name,
             runtime=artifact.runtime,
@@ -472,8 +470,8 @@ class ScriptRunner:
             peak_rss_mb=parsed["peak_mb"],
             baseline_rss_mb=None,
             file_size_bytes=sum(f.stat().st_size for f in artifact.files),
-            cpu_model=str(probed.get("cpu_model") or device.cpu.model),
-            isa_flags=list(probed.get("isa_flags") or device.cpu.isa),
+            cpu_model=device.cpu.model,
+            isa_flags=list(device.cpu.isa),
             python_version="",
             energy_mj_estimated=estimated,
             energy=energy_of(None, estimated),
@@ -572,7 +570,6 @@ class ScriptRunner:
                 p50s[i].append(parsed["p50_ms"])
                 loads[i] = parsed["load_ms"]
                 version = parsed["version"] or f"{tool} (native)"
-        facts = device.probed or {}
         return BatchResult(
             timings=[
                 BatchTiming(
@@ -581,8 +578,8 @@ class ScriptRunner:
                 for i, a in enumerate(artifacts)
             ],
             runtime_versions={artifacts[0].runtime: version} if version else {},
-            cpu_model=str(facts.get("cpu_model") or device.cpu.model),
-            isa_flags=list(facts.get("isa_flags") or device.cpu.isa),
+            cpu_model=device.cpu.model,
+            isa_flags=list(device.cpu.isa),
             threads=threads,
         )
 

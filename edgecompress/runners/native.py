@@ -44,9 +44,14 @@ def _plain(text: str) -> str:
     return _PREFIX.sub("", text.replace("\r", ""))
 
 
+def configured_tool(connection: Any, runtime: str) -> str | None:
+    """The tool the device's connection names for `runtime` (its field is the tool's default name)."""
+    return getattr(connection, DEFAULT_TOOLS[runtime])
+
+
 def tool_of(connection: Any, runtime: str) -> str:
     """The benchmark tool `runtime`'s native mode runs on the device (the connection's, else the default)."""
-    given = connection.benchmark_model if runtime == "litert" else connection.benchmark_app
+    given = configured_tool(connection, runtime)
     if given:
         return given
     if runtime == "litert" and connection.runner == "adb":

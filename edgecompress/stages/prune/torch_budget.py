@@ -121,6 +121,8 @@ class Meter:
         self.ctx = ctx
         self.workdir = Path(tempfile.mkdtemp(prefix="edgecompress-budget-"))
         self.count = 0
+        #: (device, runtime) -> LatencyModel, shared by every export's precision plan (tables loaded once)
+        self.models: dict[tuple[str, str], Any] = {}
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -130,6 +132,7 @@ class Meter:
         its precision plan gives it on the target's device (as the build's export will have it)."""
         self.count += 1
         name, folder = f"budget-{self.count}", self.workdir / str(self.count)
+        self.models.setdefault((target.device.name, target.runtime), target.model)
         return self.export(model, target.spec, target.precision, target.device, name, folder)[0]
 
     def export(
@@ -165,7 +168,14 @@ class Meter:
         self.ctx.quantization = None
         config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
         converted = quantize(copy.deepcopy(model), config, self.ctx)
-        planner = Planner(self.ctx, quantized=converted, float_model=model, devices=[device], ui=self.ctx.ui)
+        planner = Planner(
+            self.ctx,
+            quantized=converted,
+            float_model=model,
+            devices=[device],
+            ui=self.ctx.ui,
+            latency_models=self.models,
+        )
         plan = planner.plan(spec.model_copy(update={"precision": "int8"}), race=False)
         return planner.derive(plan.ops)
 
