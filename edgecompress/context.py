@@ -13,7 +13,7 @@ from edgecompress.recipe import Recipe
 
 #: The models in a RunContext that stage checkpoints save and `build --resume` restores (checkpoints.py, which
 #: also keeps `notes` and `budget_references`): state a later stage reads must be one of them or be saved there.
-CHECKPOINTED_MODELS = ("teacher", "budget_unpruned")
+CHECKPOINTED_MODELS = ("teacher", "budget_unpruned", "sparsity_dense")
 
 
 @dataclass
@@ -38,6 +38,9 @@ class RunContext:
     budget_references: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: The model as it entered a latency-budget prune stage: exported as the budgets' reference artifacts.
     budget_unpruned: Any = None
+    #: The model as it entered the first pattern-sparsity prune stage: exported as each export's dense twin, so
+    #: the report measures what the zeros buy (size, compressed size, latency) on every runtime.
+    sparsity_dense: Any = None
 
     @property
     def framework(self) -> str:

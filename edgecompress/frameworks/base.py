@@ -57,6 +57,10 @@ class FitOptions:
     #: Called as `on_epoch_start(epoch, model)` (epoch from 0) after the model is put in train mode, before
     #: the epoch's first batch; e.g. QAT freezes its observers there.
     on_epoch_start: Callable[[int, Any], None] | None = None
+    #: A sparsity plan to hold (edgecompress.sparsity.training_plan): its layers' zero weights stay zero after
+    #: every step, and with `ramp` the plan's sparsity is reached over this fit (polynomial schedule); the
+    #: best epoch is only taken once the full sparsity is.
+    sparsity: dict[str, Any] | None = None
 
     @property
     def augmenting(self) -> bool:
@@ -90,6 +94,10 @@ class FrameworkAdapter(Protocol):
 
     def load(self, spec: ModelSpec, recipe_path: Path) -> Any:
         """Build or load the model. ModelError/RecipeError naming the file on failure."""
+
+    def weights(self, model: Any) -> dict[str, np.ndarray]:
+        """Conv and linear (dense) weights by layer name, in the canonical [out, in_per_group, kh, kw] layout
+        (edgecompress.sparsity.canonical): what a sparse artifact's file is checked against."""
 
     def check(self, model: Any, input_shape: list[int], num_classes: int) -> None:
         """Run one forward pass on zeros; ModelError if it fails or the output is not (batch, num_classes)."""

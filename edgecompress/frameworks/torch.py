@@ -132,6 +132,18 @@ class TorchAdapter(FrameworkAdapter):
 
     # ------------------------------------------------------------------------------ copy, predict, save
 
+    def weights(self, model: Any) -> dict[str, np.ndarray]:
+        """Conv and linear weights by layer name, in the canonical [out, in_per_group, kh, kw] layout."""
+        import torch
+
+        from edgecompress.sparsity import canonical
+
+        return {
+            name: canonical(m.weight.detach().cpu().numpy())
+            for name, m in model.named_modules()
+            if isinstance(m, _prunable_types()) and isinstance(getattr(m, "weight", None), torch.Tensor)
+        }
+
     def copy(self, model: Any) -> Any:
         """An independent deep copy (weights included)."""
         return copy.deepcopy(model)
@@ -251,6 +263,14 @@ class TorchAdapter(FrameworkAdapter):
             else (lambda step: 1.0),
         )
 
+        masks = None
+        if options.sparsity is not None:
+            from edgecompress.frameworks.torch_masks import TorchMasks
+
+            masks = TorchMasks(
+                model, options.sparsity, steps=steps, steps_per_epoch=n // bs + (1 if n % bs > 1 else 0)
+            )
+        step = 0
         best_key: tuple[float, float] | None = None
         best_state: dict[str, torch.Tensor] | None = None
         # channels_last is a CPU (oneDNN) speed-up for NCHW image batches
@@ -306,13 +326,17 @@ class TorchAdapter(FrameworkAdapter):
                     loss.backward()
                     optimizer.step()
                     schedule.step()
+                    step += 1
+                    if masks is not None:
+                        masks.after_step(step)
                     loss_sum += float(loss.detach()) * len(idx)
                     seen += len(idx)
                     self.trained_images += len(idx)
                 train_loss = loss_sum / max(seen, 1)
                 val_acc, val_loss = self._evaluate(model, data)
                 improved = best_key is None or (val_acc, -val_loss) > best_key
-                if options.keep_best and not math.isnan(val_acc) and improved:
+                settled = masks is None or masks.settled(step)  # never back to a less sparse epoch
+                if options.keep_best and not math.isnan(val_acc) and improved and settled:
                     best_key = (val_acc, -val_loss)
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 ui.debug(

@@ -55,6 +55,7 @@ def distill_backend(model: Any, config: DistillConfig, ctx: RunContext) -> Any:
     """Framework-neutral: the adapter's `fit` implements the distillation loss."""
     from edgecompress.frameworks.base import fit_options
     from edgecompress.recipe import ModelSpec
+    from edgecompress.sparsity import note_sparsity, training_plan
 
     if config.teacher:
         spec = ModelSpec(source=config.teacher, input_shape=ctx.input_shape, framework=ctx.framework)
@@ -73,5 +74,9 @@ def distill_backend(model: Any, config: DistillConfig, ctx: RunContext) -> Any:
         temperature=config.temperature,
         alpha=config.alpha,
         channels_last=config.channels_last,
+        sparsity=training_plan(ctx.notes, [s.type for s in ctx.recipe.stages], ctx.current_stage),
     )
-    return ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)
+    model = ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)
+    if options.sparsity is not None and options.sparsity["ramp"]:  # the sparsity the ramp reached, per layer
+        note_sparsity(ctx, ctx.adapter.weights(model), options.sparsity)
+    return model

@@ -1,4 +1,5 @@
-"""`prune`: structured pruning that physically removes channels (method: channel)."""
+"""`prune`: structured pruning that physically removes channels (method: channel, precrop) or pattern sparsity
+that zeroes weights in a pattern kept to the exported files (method: magnitude, block, nm, kernel_pattern)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class LatencyBudget(BaseModel):
 
 class PruneConfig(StageConfig):
     type: Literal["prune"] = "prune"
-    method: Literal["channel", "precrop"] = Field(
+    method: Literal["channel", "precrop", "magnitude", "block", "nm", "kernel_pattern"] = Field(
         default="channel",
         description="channel: dependency-aware removal of output channels (Torch-Pruning DepGraph), "
         "kept consistent across residual adds, concatenations, depthwise/grouped convs, BN and linear layers. "
@@ -49,7 +50,68 @@ class PruneConfig(StageConfig):
         "keep ratios (log-space least squares) and scaled to the macs_target, params_target or latency budget "
         "(by the latency model's prediction); each group keeps its channels of highest summed score. For an "
         "untrained model before train (the report then compares with the unpruned model trained by the same "
-        "recipe, see `reference`), or a trained one before distill.",
+        "recipe, see `reference`), or a trained one before distill. "
+        "Pattern sparsity (weights zeroed, shapes unchanged; the zeros are held through every later training "
+        "stage, BN folding and int8 conversion, and read back from the exported files): magnitude (unstructured; "
+        "per layer, or Global MP with global_ranking), block (`block: [r, c]` output x input weights ranked by "
+        "norm), nm (`n` of every `m` consecutive input channels kept), kernel_pattern (each 3x3 kernel keeps "
+        "`kernel_positions` of 9 in one of `patterns` shapes chosen from the weights, PatDNN).",
+    )
+    sparsity: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Pattern methods: the fraction of each pruned layer's weights zeroed (with global_ranking: of "
+        "all of them). nm: 1 - n/m (may be omitted); kernel_pattern: at least 1 - kernel_positions/9, the rest "
+        "by removing whole kernels (connectivity pruning).",
+    )
+    layer_sparsity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Pattern methods: per-layer sparsities by module-name glob, e.g. {'features.1*': 0.3}; the "
+        "first matching glob wins over `sparsity`.",
+    )
+    sparsity_schedule: Literal["oneshot", "polynomial"] = Field(
+        default="oneshot",
+        description="Pattern methods: oneshot zeroes the weights here; polynomial ramps the sparsity from 0 over "
+        "the steps of the next training stage (train or distill) by Zhu & Gupta's cubic schedule, masks updated "
+        "about 32 times and the last epoch at the full sparsity (best-epoch restoring only from there).",
+    )
+    min_density: float = Field(
+        default=0.02,
+        gt=0,
+        lt=1,
+        description="Pattern methods with global_ranking: every layer keeps at least this fraction of its "
+        "weights (Global MP's minimum threshold, against layer collapse).",
+    )
+    block: tuple[int, int] | None = Field(
+        default=None,
+        description="method block: [r, c], the block of r output x c input weights (at one kernel position) "
+        "zeroed together, e.g. [1, 4], [4, 1], [2, 2], [4, 4].",
+    )
+    block_remainder: Literal["skip", "pad"] = Field(
+        default="skip",
+        description="method block: a layer whose outputs/inputs the block does not divide is left dense with a "
+        "warning (skip), or pruned with partial blocks at its edges (pad).",
+    )
+    n: int | None = Field(default=None, description="method nm: non-zeros kept in every group of m (e.g. 2).")
+    m: int | None = Field(
+        default=None,
+        description="method nm: the group of consecutive input channels (e.g. 4; 2:4, 1:4, 4:8).",
+    )
+    kernel_positions: int = Field(
+        default=4,
+        description="method kernel_pattern: positions kept in each 3x3 kernel (1-8; PatDNN uses 4).",
+    )
+    patterns: int = Field(
+        default=8,
+        description="method kernel_pattern: how many distinct kernel shapes the model may use (1 to C(9, k)).",
+    )
+    connectivity: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="method kernel_pattern: fraction of whole 3x3 kernels removed (connectivity pruning), "
+        "weakest first; alternative to `sparsity`.",
     )
     ratio: float | None = Field(
         default=None,
@@ -137,8 +199,23 @@ class PruneConfig(StageConfig):
     def _budget_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
 
+    @property
+    def pattern(self) -> bool:
+        """Pattern sparsity (weights zeroed) rather than channel removal."""
+        return self.method in ("magnitude", "block", "nm", "kernel_pattern")
+
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
+        if self.pattern:
+            return self._check_pattern()
+        sparse_keys = [
+            k for k in ("sparsity", "block", "n", "m", "connectivity") if getattr(self, k) is not None
+        ] + (["layer_sparsity"] if self.layer_sparsity else [])
+        if sparse_keys or self.sparsity_schedule != "oneshot":
+            raise ValueError(
+                f"{', '.join(sparse_keys) or 'sparsity_schedule'} belong to the pattern methods (magnitude, block, "
+                f"nm, kernel_pattern); method {self.method} removes channels by ratio, targets or budgets"
+            )
         if isinstance(self.round_to, int) and self.round_to < 1:
             raise ValueError(f"round_to must be at least 1 or 'auto' (got {self.round_to})")
         if self.criterion in ("magnitude", "snip", "synflow") and self.method != "precrop":
@@ -191,9 +268,93 @@ class PruneConfig(StageConfig):
                 raise ValueError(f"layer_ratios['{pattern}'] = {r} must be between 0 and 1 (exclusive)")
         return self
 
+    def _check_pattern(self) -> PruneConfig:
+        """The rules of the pattern methods (one line each, see `_one_target`)."""
+        from edgecompress.sparsity import kernel_pattern_sparsity, pattern_count_limit
+
+        channel_keys = [k for k in ("ratio", "macs_target", "params_target") if getattr(self, k) is not None]
+        channel_keys += [k for k in ("latency", "layer_ratios") if getattr(self, k)]
+        if self.round_to is not None:
+            channel_keys.append("round_to")
+        if channel_keys:
+            raise ValueError(
+                f"method {self.method} zeroes weights by `sparsity`; {', '.join(channel_keys)} belong to channel "
+                "pruning (method channel or precrop)"
+            )
+        if self.criterion not in ("l1", "magnitude"):
+            raise ValueError(
+                f"method {self.method} ranks weights by magnitude; drop criterion {self.criterion}"
+            )
+        if self.global_ranking and self.method not in ("magnitude", "block"):
+            raise ValueError(
+                f"global_ranking ranks weights or blocks across layers: not for method {self.method}"
+            )
+        for glob, value in self.layer_sparsity.items():
+            if not 0 < value < 1:
+                raise ValueError(f"layer_sparsity['{glob}'] = {value} must be between 0 and 1 (exclusive)")
+        if self.method != "block" and self.block is not None:
+            raise ValueError(f"block is the block shape of method block, not of method {self.method}")
+        if self.method != "nm" and (self.n is not None or self.m is not None):
+            raise ValueError(f"n and m are the N:M of method nm, not of method {self.method}")
+        if self.method != "kernel_pattern" and self.connectivity is not None:
+            raise ValueError(f"connectivity is kernel_pattern's, not method {self.method}'s")
+        if self.method == "nm":
+            return self._check_nm()
+        if self.method == "kernel_pattern":
+            k = self.kernel_positions
+            if not 1 <= k <= 8:
+                raise ValueError(f"kernel_positions = {k} must be between 1 and 8 (of a 3x3 kernel's 9)")
+            if not 1 <= self.patterns <= pattern_count_limit(k):
+                raise ValueError(
+                    f"patterns = {self.patterns} is out of range: {k} of 9 positions give 1 to "
+                    f"{pattern_count_limit(k)} distinct patterns"
+                )
+            if self.layer_sparsity:
+                raise ValueError(
+                    "kernel_pattern sets every 3x3 layer's sparsity by kernel_positions: drop layer_sparsity"
+                )
+            if self.sparsity is not None and self.connectivity is not None:
+                raise ValueError("give sparsity or connectivity for kernel_pattern, not both")
+            least = kernel_pattern_sparsity(k, 0.0)
+            if self.sparsity is not None and self.sparsity < least - 1e-9:
+                raise ValueError(
+                    f"sparsity = {self.sparsity} is below what {k}-of-9 kernel patterns zero ({least:.3f}); give "
+                    f"sparsity >= {least:.3f} or more kernel_positions"
+                )
+            return self
+        if self.sparsity is None and not self.layer_sparsity:
+            raise ValueError(f"method {self.method} needs a sparsity (e.g. sparsity: 0.5) or layer_sparsity")
+        if self.global_ranking and self.sparsity is None:
+            raise ValueError(
+                "global_ranking needs a sparsity (the fraction of all the layers' weights zeroed)"
+            )
+        if self.method == "block":
+            if self.block is None:
+                raise ValueError("method block needs a block shape, e.g. block: [1, 4]")
+            if min(self.block) < 1 or self.block == (1, 1):
+                raise ValueError(
+                    f"block = {list(self.block)} must be two positive sizes, not [1, 1] (that is method magnitude)"
+                )
+        return self
+
+    def _check_nm(self) -> PruneConfig:
+        if self.n is None or self.m is None:
+            raise ValueError("method nm needs n and m (e.g. n: 2, m: 4)")
+        if self.n <= 0 or self.m <= self.n:
+            raise ValueError(f"N:M needs 0 < n < m (got n = {self.n}, m = {self.m})")
+        if self.layer_sparsity:
+            raise ValueError("method nm zeroes 1 - n/m of every layer: drop layer_sparsity")
+        if self.sparsity is not None and abs(self.sparsity - (1 - self.n / self.m)) > 1e-6:
+            raise ValueError(
+                f"sparsity = {self.sparsity} contradicts {self.n}:{self.m} (which zeroes {1 - self.n / self.m:.3f}); "
+                "drop sparsity"
+            )
+        return self
+
 
 class PruneStage(Stage):
-    """Channel pruning: removes whole output channels and everything that depends on them.
+    """Channel pruning (removes whole output channels and everything that depends on them) or pattern sparsity
+    (zeroes weights in a pattern, held to the exported files).
 
     ```yaml
     - {type: prune, method: channel, ratio: 0.5, criterion: l1, round_to: 8}
@@ -203,6 +364,10 @@ class PruneStage(Stage):
        finetune_epochs: 2}                                            # a budget measured on the device
     - {type: prune, method: precrop, criterion: synflow, macs_target: 0.3}  # PreCropping, before train
     - {type: prune, method: precrop, criterion: snip, latency: {export: tflite-int8, speedup: 2}}
+    - {type: prune, method: magnitude, sparsity: 0.8, global_ranking: true, sparsity_schedule: polynomial}
+    - {type: prune, method: block, block: [1, 4], sparsity: 0.5, ignore: ["stem*"]}
+    - {type: prune, method: nm, n: 2, m: 4}
+    - {type: prune, method: kernel_pattern, kernel_positions: 4, patterns: 8, connectivity: 0.2}
     ```
     """
 
@@ -211,13 +376,19 @@ class PruneStage(Stage):
     backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_backend:prune"}
 
     def precheck(self, model: Any, ctx: Any, index: int) -> None:
-        """A latency budget the model cannot reach is a recipe error (exit 2), before any training."""
+        """Before any training, recipe errors (exit 2): a latency budget the model cannot reach; a pattern's
+        glob that matches no layer, or a pattern no layer can take."""
         from edgecompress.registry import import_object
 
         if self.config.latency:
             import_object(self.prechecks[ctx.framework])(model, self.config, ctx, index)
+        if self.config.pattern:
+            import_object(self.pattern_prechecks[ctx.framework])(model, self.config, ctx, index)
 
     prechecks: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:precheck"}
+    pattern_prechecks: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.prune.torch_sparsity:precheck"
+    }
     #: The unpruned model exported as each latency budget's reference artifact, after the stages.
     references: ClassVar[dict[str, str]] = {
         "torch": "edgecompress.stages.prune.torch_budget:reference_artifacts"

@@ -40,6 +40,10 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     Records in the run notes: params and MACs before and after, the ratio used and, for every conv/linear
     layer that changed, its output channels before and after.
     """
+    if config.pattern:
+        from edgecompress.stages.prune.torch_sparsity import prune_pattern
+
+        return prune_pattern(model, config, ctx)
     shape = [1, *ctx.input_shape[1:]]
     plan = make_plan(model, config, ctx)
     ignored = plan.ignored

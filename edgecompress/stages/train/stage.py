@@ -46,6 +46,7 @@ class TrainStage(Stage):
 def fit_backend(model: Any, config: TrainConfig, ctx: RunContext) -> Any:
     """Framework-neutral: every adapter implements `fit`, so one function serves every framework."""
     from edgecompress.frameworks.base import fit_options
+    from edgecompress.sparsity import note_sparsity, training_plan
 
     options = fit_options(
         config,
@@ -53,5 +54,9 @@ def fit_backend(model: Any, config: TrainConfig, ctx: RunContext) -> Any:
         description="train",
         label_smoothing=config.label_smoothing,
         channels_last=config.channels_last,
+        sparsity=training_plan(ctx.notes, [s.type for s in ctx.recipe.stages], ctx.current_stage),
     )
-    return ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)
+    model = ctx.adapter.fit(model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)
+    if options.sparsity is not None and options.sparsity["ramp"]:  # the sparsity the ramp reached, per layer
+        note_sparsity(ctx, ctx.adapter.weights(model), options.sparsity)
+    return model
