@@ -86,10 +86,17 @@ def validate(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) 
     from edgecompress.recipe import load_recipe
 
     r = load_recipe(recipe)
+    lint: list[str] = []
+    if any(getattr(s, "pattern", False) for s in r.stages):  # shapes matter: the model is loaded
+        from edgecompress.pipeline import check_with_model
+
+        lint = check_with_model(r, recipe)
     typer.echo(
         f"{recipe}: ok — {r.model.resolved_framework} model, {len(r.stages)} stage(s) "
         f"[{', '.join(s.type for s in r.stages)}], {len(r.export)} export(s), devices: {', '.join(r.devices)}"
     )
+    for line in lint:
+        typer.echo(line)
 
 
 @app.command()

@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from edgecompress.errors import ArtifactError, DeviceError, GateFailed, RecipeEr
 from edgecompress.recipe import ExportSpec, Recipe, load_recipe
 from edgecompress.registry import EXPORTERS, FRAMEWORKS, RUNNERS, STAGES, import_object
 from edgecompress.report import (
+    REFERENCE_ROLES,
     ArtifactResult,
     CrossRuntime,
     DeviceParity,
@@ -56,6 +57,9 @@ class _Exported:
     role: str
     requested_precision: str | None = None
     divergent_layers: tuple[str, ...] = ()
+    gzip_bytes: int | None = None
+    zstd_bytes: int | None = None
+    sparsity: Any = None
 
 
 def _twins(recipe: Recipe) -> list[ExportSpec]:
@@ -75,12 +79,47 @@ def cross_runtime_agreement(exported: list[_Exported]) -> list[CrossRuntime]:
     out = []
     for i, a in enumerate(exported):
         for b in exported[i + 1 :]:
-            if "unpruned-reference" in (a.role, b.role):
+            if a.role in REFERENCE_ROLES or b.role in REFERENCE_ROLES:
                 continue  # another model
             if a.artifact.precision == b.artifact.precision and a.artifact.runtime != b.artifact.runtime:
                 agreement = float((a.logits.argmax(1) == b.logits.argmax(1)).mean())
                 out.append(CrossRuntime(a=a.artifact.name, b=b.artifact.name, agreement=agreement))
     return out
+
+
+def sparsity_lint(recipe: Recipe, devices: list[DeviceProfile]) -> list[str]:
+    """Per pattern-sparsity stage, export and device: can the runtime's kernels turn the zeros into speed there,
+    or do they buy size only (empty without such a stage)."""
+    if not any(getattr(s, "pattern", False) for s in recipe.stages):
+        return []
+    from edgecompress.sparsity_lint import lint_lines
+
+    return lint_lines(recipe, devices)
+
+
+def check_with_model(recipe: Recipe, recipe_path: Path) -> list[str]:
+    """`validate` for recipes with pattern sparsity: the model and data loaded (shapes known), each such
+    stage's precheck run (a glob matching no layer, a pattern no layer takes: RecipeError); returns the
+    sparsity lint lines."""
+    from edgecompress.context import RunContext
+    from edgecompress.data import load_data
+    from edgecompress.registry import STAGES
+
+    pattern = [(i, s) for i, s in enumerate(recipe.stages) if getattr(s, "pattern", False)]
+    if not pattern:
+        return []
+    adapter = FRAMEWORKS.get(recipe.model.resolved_framework)()
+    data = load_data(recipe.data, recipe_path, seed=recipe.seed)
+    model = adapter.load(recipe.model, recipe_path)
+    ui = UI(verbosity=0)
+    ctx = RunContext(
+        recipe=recipe, recipe_path=recipe_path, workdir=recipe_path.parent, adapter=adapter, data=data, ui=ui
+    )
+    for i, config in pattern:
+        ctx.current_stage = i
+        STAGES.get(config.type)(config).precheck(model, ctx, i)
+    devices = [load_device(d, base_dir=recipe_path.parent) for d in recipe.devices]
+    return sparsity_lint(recipe, devices)
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -324,22 +363,25 @@ class _Build:
                     divergent_layers=divergent,
                 )
             )
-        exported += self._budget_references(ctx, threads)
-        return exported
+        exported += self._references(ctx, threads)
+        return self._sparsity_checked(ctx, models, exported)
 
-    def _budget_references(self, ctx: Any, threads: int) -> list[_Exported]:
-        """The unpruned model exported as each latency budget's export, checked like the others (against
-        the torch model it was exported from) and profiled with them."""
+    def _references(self, ctx: Any, threads: int) -> list[_Exported]:
+        """The models before pruning exported beside the artifacts (a latency budget's unpruned model, a
+        pattern-sparsity stage's dense one), checked like the others (against the torch model each was
+        exported from) and profiled with them."""
         from edgecompress.exporters.parity import compare_logits, run_artifact
 
         backend = getattr(STAGES.get("prune"), "references", {}).get(ctx.framework)
-        if ctx.budget_unpruned is None or backend is None:
+        if (ctx.budget_unpruned is None and ctx.sparsity_dense is None) or backend is None:
             return []
         out = []
-        for artifact, source in import_object(backend)(ctx, self.tmp):
-            self.ui.info(
-                f"[bold]export {artifact.name}[/bold] (the unpruned model: the latency budget's reference)"
-            )
+        what = {
+            "unpruned-reference": "the unpruned model: the latency budget's reference",
+            "dense-reference": "the dense model: what the sparsity buys is measured against it",
+        }
+        for artifact, source, role in import_object(backend)(ctx, self.tmp):
+            self.ui.info(f"[bold]export {artifact.name}[/bold] ({what[role]})")
             reference = ctx.adapter.predict(source, ctx.data.test.x)
             run = run_artifact(
                 artifact, ctx.data.test.x, num_outputs=reference.shape[1], threads=threads, ui=self.ui
@@ -347,7 +389,39 @@ class _Build:
             parity = compare_logits(
                 run.logits, reference, ctx.data.test.y, execution_precision=run.execution_precision
             )
-            out.append(_Exported(artifact, parity, run.logits, "unpruned-reference"))
+            out.append(_Exported(artifact, parity, run.logits, role))
+        return out
+
+    def _sparsity_checked(self, ctx: Any, models: _Models, exported: list[_Exported]) -> list[_Exported]:
+        """Every artifact's compressed sizes; with a sparsity plan, each sparse artifact's weights read back
+        from its file and checked against the plan, layer by layer (a layer that lost its pattern is a
+        warning here and a row marked NO in the report)."""
+        from edgecompress.exporters.sparsity_check import check_artifact, compressed_sizes
+        from edgecompress.sparsity import latest_plan
+
+        plan = latest_plan(ctx.notes)
+        weights = ctx.adapter.weights(models.float_model) if plan is not None else {}
+        out = []
+        for item in exported:
+            gz, zs = compressed_sizes(item.artifact.files)
+            found = None
+            if plan is not None and item.role in ("export", "fp32-twin"):
+                try:
+                    found = check_artifact(item.artifact.path, plan, weights)
+                except Exception as exc:  # a diagnosis: its failure must not fail the build
+                    self.ui.warn(f"{item.artifact.name}: could not read its weights back ({exc})")
+                if found is not None:
+                    lost = [f"{r.layer} ({r.detail})" for r in found.layers if not r.holds]
+                    if lost:
+                        self.ui.warn(
+                            f"{item.artifact.name}: the sparsity pattern does not hold in the file for {'; '.join(lost[:3])}"
+                        )
+                    else:
+                        self.ui.info(
+                            f"  {item.artifact.name}: every sparse layer holds its pattern in the file "
+                            f"({len(found.layers)} layers, {found.file_sparsity:.1%} of its weights zero)"
+                        )
+            out.append(replace(item, gzip_bytes=gz, zstd_bytes=zs, sparsity=found))
         return out
 
     def _exported_before(self, spec: ExportSpec, source: Any, models: _Models) -> Any:
@@ -422,7 +496,7 @@ class _Build:
                 self.ui.warn(
                     f"{device.name} has no {artifact.runtime} runtime; {artifact.name} not profiled there"
                 )
-        runners = {d.name: RUNNERS.get(d.connection.runner)() for d in devices if d.name in here}
+        runners = {d.name: RUNNERS.get(d.connection.runner)(ui=self.ui) for d in devices if d.name in here}
         total = spec.rounds * sum(len(v) for v in here.values())
         if here:
             self.ui.info(
@@ -504,6 +578,9 @@ class _Build:
                     device_parity=device_parity.get(artifact.name, {}),
                     requested_precision=item.requested_precision,
                     divergent_layers=list(item.divergent_layers),
+                    gzip_bytes=item.gzip_bytes,
+                    zstd_bytes=item.zstd_bytes,
+                    sparsity=item.sparsity,
                 )
             )
         return artifacts
@@ -565,13 +642,13 @@ class _Build:
         paths = {e.artifact.name: e.artifact.path for e in exported}
         out = []
         for a in artifacts:
-            if a.precision != "int8" or a.role == "unpruned-reference":
+            if a.precision != "int8" or a.role in REFERENCE_ROLES:
                 continue
             twin = next(
                 (
                     f
                     for f in artifacts
-                    if f.format == a.format and f.precision == "fp32" and f.role != "unpruned-reference"
+                    if f.format == a.format and f.precision == "fp32" and f.role not in REFERENCE_ROLES
                 ),
                 None,
             )
@@ -602,6 +679,9 @@ class _Build:
                 f"{self.recipe_path}: model.input_shape {list(recipe.model.input_shape)} does not match the data: "
                 f"{recipe.data.layout} images of {data.sample_shape} (data.image_size, data.channels, data.layout)"
             )
+        lint = sparsity_lint(recipe, devices)
+        for line in lint:
+            ui.info(line)
         ui.info(f"loading model {recipe.model.source}")
         model = adapter.load(recipe.model, self.recipe_path)
         adapter.check(model, list(recipe.model.input_shape), data.num_classes)
@@ -654,6 +734,7 @@ class _Build:
             reference_step=reference,
             artifacts=artifacts,
             cross_runtime=cross,
+            sparsity_lint=lint,
             deployability=deployability,
             precision_plans=list(self.planner.plans) if self.planner is not None else [],
             precrop_reference=cropping,

@@ -244,7 +244,7 @@ class Planner:
     @staticmethod
     def _artifact_key(spec: Any, ops: dict[str, str] | None) -> str:
         what = "fp32" if ops is None else ",".join(f"{n}={f}" for n, f in sorted(ops.items()))
-        return f"{spec.format}|{sorted(spec.options.items())}|{what}"
+        return f"{spec.format}|{sorted(spec.options.items())}|{sorted(spec.runtime_options.items())}|{what}"
 
     def exported(self, spec: Any, ops: dict[str, str] | None) -> Any:
         """The artifact the planner already exported for `spec` with `ops` (None: the fp32 model), or None."""

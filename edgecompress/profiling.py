@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -164,6 +164,21 @@ class Measurements(BaseModel):
         default=None,
         description="The runtime's own benchmark tool that measured it (connection.mode: native), else None "
         "(measure.py). A tool reports no p90/p99: they hold its p95 (or max) and max, upper bounds.",
+    )
+    runtime_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The artifact's runtime options (export[].runtime_options) it was compiled with for these "
+        "runs, e.g. {sparse_weights_decompression_rate: 0.5}; empty: the runtime's defaults.",
+    )
+    runtime_warnings: list[str] = Field(
+        default_factory=list,
+        description="One line per runtime option that took no effect on the device, and why (e.g. the CPU "
+        "lacks AMX for OpenVINO's sparse weight decompression).",
+    )
+    sparse_layers: list[str] | None = Field(
+        default=None,
+        description="OpenVINO with sparse_weights_decompression_rate: the layers whose weights the plugin kept "
+        "packed (their kernel says 'sparse'); empty: none. None: not asked for, or not reported (a native tool).",
     )
 
     @property

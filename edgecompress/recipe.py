@@ -199,6 +199,14 @@ class ExportSpec(_Strict):
     )
     name: str | None = Field(default=None, description="Artifact name; defaults to '<format>-<precision>'.")
     options: dict[str, Any] = Field(default_factory=dict, description="Converter options for this format.")
+    runtime_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Runtime options the artifact is compiled with wherever it runs (parity, profiling, per-op "
+        "profiles), e.g. {sparse_weights_decompression_rate: 0.5}. openvino: sparse_weights_decompression_rate "
+        "(0 to 1, default 1 = off; int8 and auto exports), OpenVINO's CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE: int8 "
+        "FullyConnected layers whose weights are at least this fraction zeros, both dimensions multiples of 64, keep "
+        "them packed; Intel AMX CPUs only, ignored elsewhere with a one-line warning. tflite: none.",
+    )
     device: str | None = Field(
         default=None,
         description="int8/auto: the device the precision plan is measured on (one of `devices`; default the "
@@ -232,6 +240,24 @@ class ExportSpec(_Strict):
                 f"unknown format '{v}'{did_you_mean(v, EXPORTERS.names())}; valid: {', '.join(EXPORTERS.names())}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _known_runtime_options(self) -> ExportSpec:
+        """runtime_options: keys of the format's runtime (sessions.RUNTIME_OPTIONS) with values in range; the
+        sparse weight decompression only for int8/auto (OpenVINO packs int8 weights only)."""
+        if not self.runtime_options:
+            return self
+        from edgecompress.runtimes.sessions import runtime_properties
+
+        # a ValueError here is a recipe error with the file, line and key
+        runtime_properties(EXPORTERS.get(self.format).runtime, self.runtime_options)
+        sparse = "sparse_weights_decompression_rate" in self.runtime_options
+        if sparse and self.precision not in ("int8", "auto"):
+            raise ValueError(
+                f"runtime_options.sparse_weights_decompression_rate applies to int8 and auto exports (OpenVINO "
+                f"packs sparse int8 FullyConnected weights only); this export is {self.precision}"
+            )
+        return self
 
     @property
     def artifact_name(self) -> str:
@@ -637,6 +663,16 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             ("stages", index, "type"),
             "quantize must be the last stage (later stages would train a quantized graph)",
         )
+    for i, stage in enumerate(recipe.stages):
+        if getattr(stage, "sparsity_schedule", "oneshot") != "polynomial":
+            continue
+        after = next((s for s in recipe.stages[i + 1 :] if s.type in ("train", "distill", "quantize")), None)
+        if after is None or after.type == "quantize":
+            raise fail(
+                ("stages", i, "sparsity_schedule"),
+                "polynomial ramps the sparsity over the next train or distill stage, and none follows before "
+                "quantize; add one after this stage or use oneshot",
+            )
     for i, spec in enumerate(recipe.export):
         exporter = EXPORTERS.get(spec.format)
         if framework not in exporter.backends:

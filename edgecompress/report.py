@@ -8,8 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from edgecompress.deployability import Deployability, render
 from edgecompress.exporters.parity import ParityResult as Parity
+from edgecompress.exporters.sparsity_check import ArtifactSparsity
 from edgecompress.precision import PrecisionPlan
 from edgecompress.profiling import Measurements
+from edgecompress.report_sparsity import render_sparsity
 
 
 class Step(BaseModel):
@@ -43,7 +45,15 @@ class Step(BaseModel):
 
 
 #: How the artifacts table marks artifacts the recipe did not ask for.
-ROLE_LABELS = {"fp32-twin": " (fp32 twin)", "unpruned-reference": " (unpruned reference)"}
+ROLE_LABELS = {
+    "fp32-twin": " (fp32 twin)",
+    "unpruned-reference": " (unpruned reference)",
+    "dense-reference": " (dense reference)",
+}
+#: Roles of artifacts exported from another model than the build's (the model before a prune stage).
+REFERENCE_ROLES = ("unpruned-reference", "dense-reference")
+#: Notes kept for report.json and resuming only (machine data).
+HIDDEN_NOTES = ("sparsity_plan",)
 
 
 class DeviceStatus(BaseModel):
@@ -74,14 +84,21 @@ class ArtifactResult(BaseModel):
     format: str
     runtime: str
     precision: str
-    role: Literal["export", "fp32-twin", "unpruned-reference"] = Field(
+    role: Literal["export", "fp32-twin", "unpruned-reference", "dense-reference"] = Field(
         default="export",
         description="'fp32-twin': an fp32 export the recipe did not ask for, made to measure its int8 speedup; "
         "'unpruned-reference': the model before a latency-budget prune stage, exported as the budget's export "
-        "(the speedup the budget asks for is over it).",
+        "(the speedup the budget asks for is over it); 'dense-reference': the model before a pattern-sparsity "
+        "prune stage, exported as each export (what the zeros buy is measured against it).",
     )
     files: list[str] = Field(description="Paths relative to the output directory.")
     size_bytes: int
+    gzip_bytes: int | None = Field(default=None, description="The files compressed by gzip -9, summed.")
+    zstd_bytes: int | None = Field(default=None, description="The files compressed by zstd -19, summed.")
+    sparsity: ArtifactSparsity | None = Field(
+        default=None,
+        description="A sparse model's artifact: its weights read back from the file, per sparse layer.",
+    )
     parity: Parity
     measurements: dict[str, Measurements] = Field(
         default_factory=dict, description="Device name -> measurements."
@@ -178,6 +195,11 @@ class Report(BaseModel):
     )
     artifacts: list[ArtifactResult]
     cross_runtime: list[CrossRuntime] = Field(default_factory=list)
+    sparsity_lint: list[str] = Field(
+        default_factory=list,
+        description="Pattern sparsity: per export and device, whether the runtime has kernels that can turn "
+        "these zeros into speed or they buy size only (from the runtimes' published kernels, before training).",
+    )
     deployability: list[Deployability] = Field(
         default_factory=list,
         description="Each int8 artifact against the fp32 export of the same model, per device.",
@@ -255,6 +277,8 @@ class Report(BaseModel):
             if s.notes:
                 out += ["", f"### {s.name}", ""]
                 for k, v in s.notes.items():
+                    if k in HIDDEN_NOTES:
+                        continue
                     if (
                         isinstance(v, dict)
                         and v
@@ -378,6 +402,7 @@ class Report(BaseModel):
                     "energy estimated."
                 )
             out += render_op_profiles([(d, a.name, m) for a, d, m in rows])
+        out += render_sparsity(self)
         if self.deployability:
             out += ["", "## Is int8 faster? (measured, with causes found by inspection)"]
             for d in self.deployability:

@@ -20,7 +20,16 @@ from typing import Any
 
 from edgecompress.deployability import Deployability
 from edgecompress.profiling import Measurements, OpProfile
-from edgecompress.report import ROLE_LABELS, ArtifactResult, GateResult, Report, _fewer, _short, rate
+from edgecompress.report import (
+    HIDDEN_NOTES,
+    ROLE_LABELS,
+    ArtifactResult,
+    GateResult,
+    Report,
+    _fewer,
+    _short,
+    rate,
+)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -287,7 +296,7 @@ def _step_rows(report: Report) -> list[dict[str, Any]]:
             "params": f"{s.params:,}",
             "seconds": f"{s.seconds:.1f}",
             "rate": rate(s.images_per_second),
-            "notes": [(k, _note(v)) for k, v in s.notes.items()],
+            "notes": [(k, _note(v)) for k, v in s.notes.items() if k not in HIDDEN_NOTES],
         }
         for s in report.steps
     ]

@@ -182,22 +182,28 @@ class DeviceProfile(_Strict):
         "(the kernels' tile widths).",
     )
 
-    def channel_multiple(self, runtime: str, precision: str) -> int:
-        """The channel multiple for `runtime` at `precision`: the profile's, else the default for its ISA
-        (a 'detect' profile reads this machine's)."""
-        given = self.channel_multiples.get(runtime, {}).get(precision)
-        if given:
-            return given
-        from edgecompress.latency.staircase import default_channel_multiple
-
-        isa, arch = list(self.cpu.isa), self.cpu.arch
-        if arch == "detect" or not isa:
+    def resolved_cpu(self) -> tuple[str, list[str]]:
+        """(arch, ISA flags) of the device: the profile's; a local device's 'detect' arch or empty ISA list
+        read from this machine. A remote device's stay as given ('detect', []): this machine is not it."""
+        arch, isa = self.cpu.arch, list(self.cpu.isa)
+        if self.connection.runner == "local" and (arch == "detect" or not isa):
             import platform
 
             from edgecompress.runtimes.probe import cpu_info
 
             isa = isa or cpu_info()[1]
             arch = platform.machine() if arch == "detect" else arch
+        return arch, isa
+
+    def channel_multiple(self, runtime: str, precision: str) -> int:
+        """The channel multiple for `runtime` at `precision`: the profile's, else the default for its ISA
+        (`resolved_cpu`: a local 'detect' profile reads this machine's)."""
+        given = self.channel_multiples.get(runtime, {}).get(precision)
+        if given:
+            return given
+        from edgecompress.latency.staircase import default_channel_multiple
+
+        arch, isa = self.resolved_cpu()
         return default_channel_multiple(runtime, precision, isa, arch)
 
 

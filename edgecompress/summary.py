@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from edgecompress.console import UI
-from edgecompress.report import Report, rate
+from edgecompress.report import REFERENCE_ROLES, Report, rate
 
 
 def summary_table(report: Report) -> Table:
@@ -47,7 +47,7 @@ def summary_table(report: Report) -> Table:
     prune = next((i for i, s in enumerate(report.steps) if s.stage_type == "prune"), 0)
     unpruned = report.steps[max(prune - 1, 0)]
     for a in report.artifacts:
-        step = unpruned if a.role == "unpruned-reference" else final if a.precision == "int8" else float_step
+        step = unpruned if a.role in REFERENCE_ROLES else final if a.precision == "int8" else float_step
         table.add_row(
             a.name,
             f"{a.parity.accuracy:.4f}",

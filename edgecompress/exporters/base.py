@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -28,6 +28,11 @@ class Artifact(BaseModel):
     #: Arithmetic precision the runtime must be asked for (OpenVINO INFERENCE_PRECISION_HINT), or None for
     #: the runtime's default. Parity and profiling run the artifact this way; the sidecar records it.
     inference_precision: str | None = None
+    runtime_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The export's runtime_options (recipe keys, e.g. {sparse_weights_decompression_rate: 0.5}): "
+        "compiled in wherever the artifact runs (parity, profiling, per-op profiles); the sidecar records them.",
+    )
 
 
 class Exporter:
@@ -46,9 +51,25 @@ class Exporter:
     backends: ClassVar[dict[str, str]]
 
     def export(self, model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) -> Artifact:
+        """The backend's artifact, carrying `spec.runtime_options` (in its sidecar too) whichever backend
+        made it, so every later run of it (parity, profiling, `edgecompress profile FILE`) compiles them in."""
         from edgecompress.registry import resolve_backend
 
-        return resolve_backend(self, ctx.framework)(model, spec, ctx, out_dir)
+        artifact = resolve_backend(self, ctx.framework)(model, spec, ctx, out_dir)
+        return with_runtime_options(artifact, dict(spec.runtime_options))
+
+
+def with_runtime_options(artifact: Artifact, options: dict[str, Any]) -> Artifact:
+    """`artifact` with `options` as its runtime options, recorded in its sidecar (when it has one) as well."""
+    import json
+
+    sidecar = artifact.path.with_suffix(".json")
+    if sidecar.is_file():
+        data = json.loads(sidecar.read_text())
+        if data.get("runtime_options", {}) != options:
+            data["runtime_options"] = options
+            sidecar.write_text(json.dumps(data, indent=2) + "\n")
+    return artifact.model_copy(update={"runtime_options": options})
 
 
 FORMAT_BY_SUFFIX = {".tflite": ("tflite", "litert"), ".xml": ("openvino", "openvino")}
@@ -57,12 +78,14 @@ FORMAT_BY_SUFFIX = {".tflite": ("tflite", "litert"), ".xml": ("openvino", "openv
 def artifact_from_file(path: Path) -> Artifact:
     """An Artifact for a file made by edgecompress or anyone else (`edgecompress profile FILE`).
 
-    The sidecar `<stem>.json` beside it, when present, supplies precision, layout and the inference
-    precision the artifact is meant to run at; otherwise they are read as unknown/default.
+    The sidecar `<stem>.json` beside it, when present, supplies precision, layout, the inference precision
+    and the runtime options the artifact is meant to run with; otherwise they are read as unknown/default.
+    RecipeError for a runtime option the artifact's runtime does not have.
     """
     import json
 
     from edgecompress.errors import RecipeError
+    from edgecompress.runtimes.sessions import runtime_properties
 
     path = Path(path)
     if not path.is_file():
@@ -76,6 +99,13 @@ def artifact_from_file(path: Path) -> Artifact:
         raise RecipeError(f"{path}: its weights file {missing[0].name} is missing")
     sidecar_path = path.with_suffix(".json")
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    options = sidecar.get("runtime_options") or {}
+    try:
+        if not isinstance(options, dict):
+            raise ValueError(f"runtime_options must be a mapping, got {options!r}")
+        runtime_properties(runtime, options)
+    except ValueError as exc:
+        raise RecipeError(f"{sidecar_path}: {exc}") from None
     return Artifact(
         name=sidecar.get("artifact", path.stem),
         format=fmt,
@@ -87,13 +117,14 @@ def artifact_from_file(path: Path) -> Artifact:
         input_shape=list(sidecar.get("input", {}).get("shape", [])),
         layout=sidecar.get("input", {}).get("layout", "unknown"),
         inference_precision=sidecar.get("runtime_config", {}).get("INFERENCE_PRECISION_HINT"),
+        runtime_options=options,
     )
 
 
 def copy_artifact(artifact: Artifact, name: str, out_dir: Path) -> Artifact:
     """The artifact's files copied to `out_dir` under the name `name` (its sidecar too, naming it): an
     artifact exported once, e.g. by the precision planner's race, becomes the build's export without a
-    second conversion."""
+    second conversion. Its runtime options come along (model_copy, and the sidecar's copy)."""
     import json
     import shutil
 

@@ -39,7 +39,9 @@ class ArtifactOutputs:
 def run_artifact(
     artifact: Artifact, x: np.ndarray, *, num_outputs: int, threads: int, ui: UI
 ) -> ArtifactOutputs:
-    """Run `artifact` in this process on its runtime, one image per call (the exports have a batch-1 input).
+    """Run `artifact` in this process on its runtime, one image per call (the exports have a batch-1 input),
+    compiled with its runtime options as profiling compiles it; an option that takes no effect here is a
+    one-line warning through `ui`.
 
     ExportError if the artifact cannot be loaded or run, or gives other than `num_outputs` values per image.
     """
@@ -54,6 +56,7 @@ def run_artifact(
                 artifact.path,
                 threads=threads,
                 inference_precision=artifact.inference_precision,
+                runtime_options=artifact.runtime_options,
             )
     except Exception as exc:
         raise ExportError(
@@ -63,6 +66,8 @@ def run_artifact(
         raise ExportError(
             f"{artifact.name}: artifact input {session.input_shape} does not take images of {list(x.shape[1:])} one at a time"
         )
+    for warning in session.warnings:
+        ui.warn(f"{artifact.name}: {warning}")
     logits = np.empty((len(x), num_outputs), dtype=np.float32)
     with ui.progress(f"parity {artifact.name}", total=len(x)) as task:
         for i in range(len(x)):

@@ -1,8 +1,10 @@
 """What every exporter does after converting: the JSON sidecar beside the artifact and the Artifact record.
 
 The sidecar `<name>.json` tells an app how to feed the model: input name, shape, dtype and layout, output
-shape, precision, the preprocessing the data went through (`DataBundle.describe()`), and the converter
-versions that produced it. Input and output facts are read back from the written file on its runtime, so
+shape, precision, the preprocessing the data went through (`DataBundle.describe()`), the converter
+versions that produced it, and how to compile it: `runtime_config` in the runtime's own property names (for
+an app: `core.compile_model(xml, "CPU", runtime_config)`) and `runtime_options` in the recipe's keys (read
+back by `artifact_from_file`, so `edgecompress profile FILE` runs it the same way). Input and output facts are read back from the written file on its runtime, so
 they describe the artifact, not what the exporter meant to write.
 """
 
@@ -51,8 +53,14 @@ def finish_artifact(
 
     `io` is {"input": {"name", "shape", "dtype"}, "output": {"name", "shape", "dtype"}} as the runtime reads
     the file. The sidecar is not one of `Artifact.files` (those are what the runtime loads; their sizes are
-    the artifact's size).
+    the artifact's size). `spec.runtime_options` go into the sidecar and the Artifact.
     """
+    from edgecompress.runtimes.sessions import runtime_properties
+
+    runtime_config = {
+        **({"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {}),
+        **runtime_properties(runtime, spec.runtime_options),
+    }
     input_info = {**io["input"], "layout": ctx.data.layout}
     sidecar = {
         "artifact": spec.artifact_name,
@@ -64,7 +72,8 @@ def finish_artifact(
         "output": {**io["output"], "meaning": "logits, one per class (apply softmax for probabilities)"},
         "preprocessing": ctx.data.describe(),
         "converter": converter,
-        "runtime_config": {"INFERENCE_PRECISION_HINT": inference_precision} if inference_precision else {},
+        "runtime_config": runtime_config,
+        "runtime_options": dict(spec.runtime_options),
         **({"notes": notes} if notes else {}),
     }
     path.with_name(f"{spec.artifact_name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -79,4 +88,5 @@ def finish_artifact(
         input_shape=[int(d) for d in io["input"]["shape"]],
         layout=ctx.data.layout,
         inference_precision=inference_precision,
+        runtime_options=dict(spec.runtime_options),
     )

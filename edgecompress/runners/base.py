@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecompress.errors import ArtifactError, DeviceError
 from edgecompress.exporters.base import Artifact
@@ -25,6 +25,9 @@ from edgecompress.profiling import (
     Thermal,
 )
 from edgecompress.specs import DeviceProfile, EnergySource
+
+if TYPE_CHECKING:
+    from edgecompress.console import UI
 
 #: Where a local file lands on the device, as the device's command line spells it.
 Place = Callable[[Path], str]
@@ -83,6 +86,30 @@ def check_artifacts(artifacts: list[Artifact]) -> None:
 
 def timing_arguments(*, runs: int, warmup_seconds: float, threads: int) -> list[str]:
     return ["--threads", str(threads), "--runs", str(runs), "--warmup-seconds", str(warmup_seconds)]
+
+
+def option_arguments(artifact: Artifact) -> list[str]:
+    """measure.py's `--runtime-option KEY=VALUE` arguments for the artifact's runtime options."""
+    from edgecompress.runtimes.measure import runtime_option_arguments
+
+    return runtime_option_arguments(artifact.runtime_options)
+
+
+def native_config(artifact: Artifact, device: DeviceProfile) -> dict[str, dict[str, str]] | None:
+    """benchmark_app's `-load_config` JSON for the artifact's runtime options, {"CPU": {property: value}}
+    (values as text, as the C++ tool reads them), or None without options; DeviceError for a runtime whose
+    native tool takes none (LiteRT has no runtime options)."""
+    from edgecompress.runtimes.sessions import runtime_properties
+
+    if not artifact.runtime_options:
+        return None
+    if artifact.runtime != "openvino":
+        raise DeviceError(
+            f"{device.name}: connection.mode native does not take runtime_options for {artifact.runtime} yet "
+            f"({artifact.name}: {', '.join(artifact.runtime_options)})"
+        )
+    properties = runtime_properties(artifact.runtime, artifact.runtime_options)
+    return {"CPU": {key: str(value) for key, value in properties.items()}}
 
 
 def energy_of(measured: dict | None, estimated_mj: float | None) -> Energy | None:
@@ -171,12 +198,18 @@ class ScriptRunner:
     #: Said in errors: where the script ran ("the device", "this machine").
     where = "the device"
 
-    def __init__(self, *, timeout_seconds: float = 3600.0, op_profile_runs: int = 50) -> None:
+    def __init__(
+        self, *, timeout_seconds: float = 3600.0, op_profile_runs: int = 50, ui: UI | None = None
+    ) -> None:
         self.timeout_seconds = timeout_seconds
         #: Inferences the per-op profile pass (when a run asks for one) averages over.
         self.op_profile_runs = op_profile_runs
+        #: Where a runtime option that took no effect on a device is said, once (None: kept in Measurements).
+        self.ui = ui
         #: Native tools found on devices: (device, runtime) -> path there.
         self._tools: dict[tuple[str, str], str] = {}
+        #: (device, artifact, warning) already said through `ui`.
+        self._warned: set[tuple[str, str, str]] = set()
 
     # ----------------------------------------------------------------------------------- the subclass's part
 
@@ -206,6 +239,14 @@ class ScriptRunner:
         """Run measure.py for `job` on the device; DeviceError when it cannot be run at all."""
         raise NotImplementedError
 
+    def _warn(self, device: DeviceProfile, artifact: Artifact, warnings: list[str]) -> None:
+        """Each runtime warning of `artifact` on `device` through the runner's ui, the first time only."""
+        for warning in warnings:
+            key = (device.name, artifact.name, warning)
+            if self.ui is not None and key not in self._warned:
+                self._warned.add(key)
+                self.ui.warn(f"{device.name}: {artifact.name}: {warning}")
+
     # ----------------------------------------------------------------------------------------- shared part
 
     def arguments(
@@ -219,8 +260,9 @@ class ScriptRunner:
         op_profile: bool,
         energy: tuple[EnergySource, float, int] | None = None,
     ) -> list[str]:
-        """measure.py's arguments for one artifact, its path as the device sees it; `energy`: (source, window
-        seconds, windows) to measure energy per inference after the timing."""
+        """measure.py's arguments for one artifact, its path as the device sees it, its runtime options
+        compiled in; `energy`: (source, window seconds, windows) to measure energy per inference after the
+        timing."""
         measured = []
         if energy is not None:
             source, seconds, windows = energy
@@ -247,6 +289,7 @@ class ScriptRunner:
                 if artifact.inference_precision
                 else []
             ),
+            *option_arguments(artifact),
             *(["--op-profile", "--op-profile-runs", str(self.op_profile_runs)] if op_profile else []),
         ]
 
@@ -312,6 +355,7 @@ class ScriptRunner:
                         if artifact.inference_precision
                         else []
                     ),
+                    *option_arguments(artifact),
                     "--outputs",
                     place(inputs),
                 ]
@@ -324,6 +368,7 @@ class ScriptRunner:
             logits = np.load(io.BytesIO(base64.b64decode(result["outputs"])), allow_pickle=False)
         except (KeyError, ValueError) as exc:
             raise DeviceError(f"{device.name}: unreadable outputs of {artifact.name}: {exc}") from None
+        self._warn(device, artifact, list(result.get("runtime_warnings", [])))
         return logits, str(result.get("execution_precision", ""))
 
     def probe(self, device: DeviceProfile) -> dict:
@@ -404,30 +449,40 @@ class ScriptRunner:
         self, artifact: Artifact, device: DeviceProfile, *, runs: int, warmup_seconds: float, threads: int
     ) -> tuple[dict, str]:
         """One run of `artifact`'s runtime's own benchmark tool on the device (connection.mode: native): its
-        output parsed (runners/native.py) and the tool."""
+        output parsed (runners/native.py) and the tool. Runtime options go to benchmark_app as a
+        `-load_config` file (`native_config`)."""
+        import tempfile
+
         from edgecompress.runners import native
 
+        config = native_config(artifact, device)
         tool = self._tool(device, artifact.runtime)
         key = native.DEFAULT_TOOLS[artifact.runtime]  # also the connection's field naming it
-
-        def argv(place: Place) -> list[str]:
-            return native.tool_arguments(
-                tool,
-                artifact.runtime,
-                place(artifact.path),
-                threads=threads,
-                runs=runs,
-                warmup_seconds=warmup_seconds,
-                inference_precision=artifact.inference_precision,
-                shape=list(artifact.input_shape) if artifact.input_shape else None,
-            )
-
         missing = (
             f"put {native.DEFAULT_TOOLS[artifact.runtime]} on the device and set connection.{key} to its path"
         )
-        done = self._measure(
-            device, Job(list(artifact.files), argv, artifact.name, script=None, missing=missing)
-        )
+        with tempfile.TemporaryDirectory(prefix="edgecompress-native-") as tmp:
+            config_file = Path(tmp) / f"{artifact.path.stem}.config.json"
+            if config is not None:
+                config_file.write_text(json.dumps(config))
+
+            def argv(place: Place) -> list[str]:
+                return [
+                    *native.tool_arguments(
+                        tool,
+                        artifact.runtime,
+                        place(artifact.path),
+                        threads=threads,
+                        runs=runs,
+                        warmup_seconds=warmup_seconds,
+                        inference_precision=artifact.inference_precision,
+                        shape=list(artifact.input_shape) if artifact.input_shape else None,
+                    ),
+                    *(["-load_config", place(config_file)] if config is not None else []),
+                ]
+
+            files = [*artifact.files, *([config_file] if config is not None else [])]
+            done = self._measure(device, Job(files, argv, artifact.name, script=None, missing=missing))
         output = done.stdout + "\n" + done.stderr
         if done.returncode == 126 or "exec format error" in output.lower():
             raise DeviceError(
@@ -476,6 +531,7 @@ class ScriptRunner:
             energy_mj_estimated=estimated,
             energy=energy_of(None, estimated),
             tool=name,
+            runtime_options=dict(artifact.runtime_options),  # the tool reports no packed layers nor warnings
         )
 
     def run_batch(
@@ -507,6 +563,7 @@ class ScriptRunner:
                         "runtime": a.runtime,
                         "model": place(a.path),
                         "inference_precision": a.inference_precision,
+                        **({"runtime_options": a.runtime_options} if a.runtime_options else {}),
                     }
                     for a in artifacts
                 ]
@@ -602,6 +659,10 @@ class ScriptRunner:
         `energy`: (window seconds, windows) to measure energy per inference from the device's energy source
         (DeviceError when it cannot be read); `Measurements.energy` is then `measured (<source>)`, else
         `estimated (power model)` when the device has a power model (`energy_mj_estimated` too), else None.
+
+        The artifact runs with its runtime options; `Measurements` records them, the options that took no
+        effect there (`runtime_warnings`, said once through the runner's ui when it has one) and the layers
+        OpenVINO packed (`sparse_layers`).
         """
         if artifact.runtime not in device.runtimes:
             raise DeviceError(
@@ -641,7 +702,7 @@ class ScriptRunner:
         try:
             latency = LatencyStats.model_validate(result["latency"])
             estimated = estimated_energy_mj(device, threads=threads, p50_ms=latency.p50_ms)
-            return Measurements(
+            measured = Measurements(
                 device=device.name,
                 runtime=result["runtime"],
                 runtime_version=result["runtime_version"],
@@ -661,8 +722,13 @@ class ScriptRunner:
                 op_profile=OpProfile.model_validate(result["op_profile"]) if "op_profile" in result else None,
                 energy=energy_of(result.get("energy"), estimated),
                 thermal=thermal_of(result.get("thermal")),
+                runtime_options=dict(artifact.runtime_options),
+                runtime_warnings=list(result.get("runtime_warnings", [])),
+                sparse_layers=result.get("sparse_layers"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(
                 f"{device.name}: unexpected profiling result for {artifact.name}: {exc}"
             ) from exc
+        self._warn(device, artifact, measured.runtime_warnings)
+        return measured

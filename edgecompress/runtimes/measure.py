@@ -19,6 +19,11 @@ a crash of the profiler cannot lose the measurement. OpenVINO: a second compiled
 `request.profiling_info` read after every inference. LiteRT: the CompiledModel profiler of libLiteRt.so
 (XNNPACK's per-operator events, whole microseconds); where that is unavailable, the op inventory with
 "timed": false and no times at all.
+
+`--runtime-option KEY=VALUE` (repeatable; sessions.RUNTIME_OPTIONS, e.g. sparse_weights_decompression_rate=0.5)
+compiles the artifact with that runtime option for every run above; the result then carries "runtime_options",
+"sparse_layers" (OpenVINO: the layers whose weights the plugin packed) and "runtime_warnings" (one line per
+option that took no effect here, also printed on stderr as "warning: ...").
 """
 
 from __future__ import annotations
@@ -151,6 +156,7 @@ def op_profile(
     warmup_runs: int = 5,
     inference_precision: str | None = None,
     seed: int = 0,
+    runtime_options: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The runtime's own per-op profile of `model` over `runs` inferences (after `warmup_runs`), in this
     process; see the module docstring. Never invents a time: LiteRT without its profiler gives the op
@@ -158,7 +164,12 @@ def op_profile(
     sessions = _load_sibling("sessions")
     if runtime == "openvino":
         session = sessions.open_session(
-            runtime, model, threads=threads, inference_precision=inference_precision, perf_count=True
+            runtime,
+            model,
+            threads=threads,
+            inference_precision=inference_precision,
+            perf_count=True,
+            runtime_options=runtime_options,
         )
         inputs = random_inputs(session.input_shape, session.input_dtype, count=8, seed=seed)
         infos = _profiled_runs(
@@ -174,7 +185,7 @@ def op_profile(
         }
     if runtime != "litert":
         raise ValueError(f"unknown runtime '{runtime}'")
-    session = sessions.open_session(runtime, model, threads=threads)
+    session = sessions.open_session(runtime, model, threads=threads, runtime_options=runtime_options)
     try:
         inventory = session.op_inventory()
     except RuntimeError:
@@ -205,6 +216,7 @@ def isolated_op_profile(
     runs: int,
     inference_precision: str | None = None,
     seed: int = 0,
+    runtime_options: dict[str, object] | None = None,
     timeout_seconds: float = 600.0,
 ) -> dict[str, object]:
     """`op_profile` in a child process (this script with --op-profile-only); a failure there becomes
@@ -224,6 +236,7 @@ def isolated_op_profile(
         "--seed",
         str(seed),
         *(["--inference-precision", inference_precision] if inference_precision else []),
+        *runtime_option_arguments(runtime_options),
     ]
     try:
         proc = subprocess.run(
@@ -255,9 +268,11 @@ def measure(
     inference_precision: str | None = None,
     seed: int = 0,
     energy: dict | None = None,
+    runtime_options: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """`energy`: {source, command, window_seconds, windows, root} to measure energy per inference after the
-    timing (energy.py), in this process on the device; its failure is reported in "energy_error"."""
+    timing (energy.py), in this process on the device; its failure is reported in "energy_error".
+    `runtime_options`: compiled in (see the module docstring)."""
     sessions = _load_sibling("sessions")
     thermal_before = _probe.thermal_state()
     # Import the runtime before the baseline, so the baseline is "runtime loaded, model not yet".
@@ -265,7 +280,13 @@ def measure(
     baseline = current_rss_mb()
 
     start = time.perf_counter()
-    session = sessions.open_session(runtime, model, threads=threads, inference_precision=inference_precision)
+    session = sessions.open_session(
+        runtime,
+        model,
+        threads=threads,
+        inference_precision=inference_precision,
+        runtime_options=runtime_options,
+    )
     load_ms = (time.perf_counter() - start) * 1000
 
     inputs = random_inputs(session.input_shape, session.input_dtype, count=8, seed=seed)
@@ -294,6 +315,7 @@ def measure(
     thermal_after = _probe.thermal_state()
 
     extra: dict[str, object] = {"thermal": {"before": thermal_before, "after": thermal_after}}
+    extra |= _option_effects(session, runtime_options)
     if energy:
         module = _load_sibling("energy")
         try:
@@ -343,7 +365,13 @@ def measure(
 
 
 def outputs(
-    runtime: str, model: Path, inputs: Path, *, threads: int, inference_precision: str | None
+    runtime: str,
+    model: Path,
+    inputs: Path,
+    *,
+    threads: int,
+    inference_precision: str | None,
+    runtime_options: dict[str, object] | None = None,
 ) -> dict:
     """The artifact's outputs for every input of `inputs` (.npy), one call each: {"outputs": base64 of the
     float32 .npy [N, K], "execution_precision"}."""
@@ -351,7 +379,13 @@ def outputs(
     import io
 
     sessions = _load_sibling("sessions")
-    session = sessions.open_session(runtime, model, threads=threads, inference_precision=inference_precision)
+    session = sessions.open_session(
+        runtime,
+        model,
+        threads=threads,
+        inference_precision=inference_precision,
+        runtime_options=runtime_options,
+    )
     x = np.load(inputs, allow_pickle=False)
     rows = [np.asarray(session.run(x[i : i + 1]), dtype=np.float32).reshape(-1) for i in range(len(x))]
     buffer = io.BytesIO()
@@ -360,6 +394,7 @@ def outputs(
         "outputs": base64.b64encode(buffer.getvalue()).decode(),
         "execution_precision": session.execution_precision,
         "count": len(rows),
+        **_option_effects(session, runtime_options),
     }
 
 
@@ -375,7 +410,8 @@ def measure_batch(
     """Many small models timed in this one process: the latency model's calibration (hundreds of one-layer
     artifacts, where a process per artifact would cost more than the measurements).
 
-    `models`: [{"runtime": "litert" | "openvino", "model": path, "inference_precision": str | None}].
+    `models`: [{"runtime": "litert" | "openvino", "model": path, "inference_precision": str | None,
+    "runtime_options": dict | None}] (a result then carries `_option_effects`).
     OpenVINO results also carry "node_ms" and "edge_reorder_ms" (see `_openvino_node_times`).
     Every model is loaded and run once first; then `rounds` rounds, each going through all models in
     turn (A, B, C, A, B, C, ...): at least `warmup_seconds` of warm-up, then `runs` timed inferences, whose
@@ -399,8 +435,10 @@ def measure_batch(
                 Path(str(entry["model"])),
                 threads=threads,
                 inference_precision=entry.get("inference_precision"),  # type: ignore[arg-type]
+                runtime_options=entry.get("runtime_options"),  # type: ignore[arg-type]
             )
             result["load_ms"] = (time.perf_counter() - start) * 1000
+            result |= _option_effects(session, entry.get("runtime_options"))  # type: ignore[arg-type]
             batch = random_inputs(session.input_shape, session.input_dtype, count=4, seed=seed + i)
             session.run(batch[0])
             versions[str(entry["runtime"])] = session.runtime_version
@@ -468,6 +506,7 @@ def _openvino_node_times(
         threads=threads,
         inference_precision=entry.get("inference_precision"),
         perf_count=True,
+        runtime_options=entry.get("runtime_options"),  # type: ignore[arg-type]
     )
     x = random_inputs(session.input_shape, session.input_dtype, count=1, seed=seed)[0]
     for _ in range(warmup):
@@ -484,6 +523,44 @@ def _openvino_node_times(
         reorders.append(sum(float(n["real_time_ms"]) for n in edge))
         compute.append(sum(float(n["real_time_ms"]) for n in nodes if n not in edge))
     return float(np.median(compute)), float(np.median(reorders))
+
+
+def runtime_option_arguments(options: dict[str, object] | None) -> list[str]:
+    """measure.py's `--runtime-option KEY=VALUE` arguments for `options` (values as JSON)."""
+    return [
+        a
+        for key, value in (options or {}).items()
+        for a in ("--runtime-option", f"{key}={json.dumps(value)}")
+    ]
+
+
+def parse_runtime_options(pairs: list[str] | None) -> dict[str, object]:
+    """{key: value} of `--runtime-option KEY=VALUE` arguments; a value is read as JSON where it parses
+    (0.5 -> 0.5), else kept as text. ValueError for an argument without '='."""
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--runtime-option needs KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
+
+
+def _option_effects(session, options: dict[str, object] | None) -> dict[str, object]:
+    """What the runtime options did, for the JSON result: {} without options, else "runtime_options", the
+    OpenVINO "sparse_layers" and "runtime_warnings" (options that took no effect here, one line each)."""
+    if not options:
+        return {}
+    effects: dict[str, object] = {
+        "runtime_options": dict(options),
+        "runtime_warnings": list(session.warnings),
+    }
+    if hasattr(session, "sparse_layers"):
+        effects["sparse_layers"] = list(session.sparse_layers)
+    return effects
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,6 +581,13 @@ def main(argv: list[str] | None = None) -> int:
         "--inference-precision", default=None, help="OpenVINO only: f32, bf16 or f16 (default: plugin's)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument(
+        "--runtime-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a runtime option compiled in (sessions.RUNTIME_OPTIONS), e.g. sparse_weights_decompression_rate=0.5; "
+        "repeatable",
+    )
     parser.add_argument(
         "--op-profile",
         action="store_true",
@@ -557,6 +641,10 @@ def facts() -> dict:
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.runs < 1 or args.threads < 1 or args.warmup_seconds < 0 or args.op_profile_runs < 1:
         parser.error("--runs, --threads and --op-profile-runs must be >= 1 and --warmup-seconds >= 0")
+    try:
+        runtime_options = parse_runtime_options(args.runtime_option)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.batch is not None:
         if args.rounds < 1:
             parser.error("--rounds must be >= 1")
@@ -582,11 +670,17 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                     args.outputs,
                     threads=args.threads,
                     inference_precision=args.inference_precision,
+                    runtime_options=runtime_options,
                 )
             )
         )
         return 0
-    common = {"threads": args.threads, "inference_precision": args.inference_precision, "seed": args.seed}
+    common = {
+        "threads": args.threads,
+        "inference_precision": args.inference_precision,
+        "seed": args.seed,
+        "runtime_options": runtime_options,
+    }
     if args.op_profile_only:
         profile = op_profile(args.runtime, args.model, runs=args.op_profile_runs, **common)
         print(json.dumps(profile))
@@ -609,6 +703,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         result["op_profile"] = isolated_op_profile(
             args.runtime, args.model, runs=args.op_profile_runs, **common
         )
+    for warning in result.get("runtime_warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(result))
     return 0
 

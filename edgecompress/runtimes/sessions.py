@@ -7,6 +7,10 @@ measure.py, to a board that has only numpy and LiteRT (`ai_edge_litert` or the o
     session = open_session("litert", "model.tflite", threads=2)
     logits = session.run(x)  # x: float32 array of session.input_shape
 
+`runtime_options` (a recipe's `export[].runtime_options`, keys in `RUNTIME_OPTIONS`) are compiled in with the
+artifact. OpenVINO 2026.4 accepts sparse_weights_decompression_rate on any CPU and ignores it without AMX:
+the session says so in `warnings`.
+
 Per-op profiles (`profile_ops`) use each runtime's own profiler: OpenVINO's performance counters
 (`PERF_COUNT`), and for LiteRT the CompiledModel profiler of `libLiteRt.so` (reached with ctypes: the
 Python API of ai-edge-litert 2.3 exposes no per-op timing) or, where that library is absent, the
@@ -72,6 +76,38 @@ def import_runtime(runtime: str) -> None:
     if runtime == "litert":
         raise ImportError("LiteRT is not installed: pip install ai-edge-litert (or tflite-runtime)")
     raise ImportError("OpenVINO is not installed: pip install openvino")
+
+
+#: Runtime options a recipe may give an export (`export[].runtime_options`), per runtime: the recipe's key ->
+#: the runtime's own property, set when the artifact is compiled.
+RUNTIME_OPTIONS: dict[str, dict[str, str]] = {
+    "litert": {},
+    "openvino": {"sparse_weights_decompression_rate": "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"},
+}
+#: /proc/cpuinfo flags of oneDNN's `avx512_core_amx` ISA, which OpenVINO's sparse weight decompression needs.
+AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
+
+
+def runtime_properties(runtime: str, options: dict[str, object] | None) -> dict[str, object]:
+    """The runtime properties `options` (RUNTIME_OPTIONS keys) stand for, e.g. {"sparse_weights_decompression_rate":
+    0.5} -> {"CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": 0.5}; ValueError for an unknown key or a value out of range."""
+    if runtime not in RUNTIME_OPTIONS:
+        raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIME_OPTIONS)}")
+    known = RUNTIME_OPTIONS[runtime]
+    properties: dict[str, object] = {}
+    for key, value in (options or {}).items():
+        if key not in known:
+            valid = ", ".join(known) or "none"
+            raise ValueError(f"unknown {runtime} runtime option '{key}'; valid: {valid}")
+        if key == "sparse_weights_decompression_rate":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(
+                    f"{key} must be a number from 0 to 1 (the least fraction of zero weights of a layer that "
+                    f"is decompressed; 1 = off), got {value!r}"
+                )
+            value = float(value)
+        properties[known[key]] = value
+    return properties
 
 
 class ArtifactUnreadable(ValueError):
@@ -170,6 +206,8 @@ class LiteRTSession:
         self.output_dtype: str = np.dtype(self._output["dtype"]).name
         #: Arithmetic precision the runtime computes in (XNNPACK runs float models in fp32 by default).
         self.execution_precision = "f32"
+        #: LiteRT takes no runtime options (RUNTIME_OPTIONS["litert"]), so none can go unapplied.
+        self.warnings: list[str] = []
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits for one input batch of `input_shape` (a copy, safe to keep)."""
@@ -199,6 +237,10 @@ class OpenVINOSession:
     runs it (see `run`). The plugin picks the arithmetic precision (`INFERENCE_PRECISION_HINT`: bf16 on
     CPUs with AMX/AVX512-BF16, f32 on plain AVX2) unless `inference_precision` ("f32", "bf16", "f16") is
     given; `execution_precision` says which.
+
+    `runtime_options` (RUNTIME_OPTIONS["openvino"]) are compiled in too. With sparse_weights_decompression_rate,
+    `sparse_layers` names the layers whose weights the plugin keeps packed (exec type "..._sparse_..."), and
+    `warnings` has one line when none is: the CPU lacks AMX, or no int8 FullyConnected layer qualifies.
     """
 
     runtime = "openvino"
@@ -211,6 +253,7 @@ class OpenVINOSession:
         device: str = "CPU",
         inference_precision: str | None = None,
         perf_count: bool = False,
+        runtime_options: dict[str, object] | None = None,
     ) -> None:
         try:
             import openvino as ov
@@ -232,6 +275,8 @@ class OpenVINOSession:
         if perf_count:
             # Per-node performance counters; a compiled model of its own, never the timed one.
             config["PERF_COUNT"] = True
+        config.update(runtime_properties("openvino", runtime_options))
+        self.runtime_options: dict[str, object] = dict(runtime_options or {})
         model = core.read_model(str(self.path))
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError(
@@ -251,6 +296,24 @@ class OpenVINOSession:
         self.output_dtype = np.dtype(out.get_element_type().to_dtype()).name
         #: Arithmetic precision the plugin chose, e.g. "f32" or "bf16".
         self.execution_precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        rate = self.runtime_options.get("sparse_weights_decompression_rate")
+        #: Layers whose weights run packed by the sparse weight decompression (their exec type says "sparse").
+        self.sparse_layers: list[str] = self._sparse_layers() if rate is not None else []
+        #: One line per runtime option that took no effect here, and why.
+        self.warnings: list[str] = []
+        if rate is not None and float(rate) < 1 and not self.sparse_layers:
+            self.warnings.append(_sparse_rate_warning(float(rate)))
+
+    def _sparse_layers(self) -> list[str]:
+        """Nodes of the compiled (runtime) model whose implementation is a sparse-weights kernel, e.g.
+        brgemm_avx512_amx_sparse_I8: the plugin's own record that it packed their weights."""
+        found = []
+        for op in self._compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            kernel = str(info["primitiveType"].astype(str)) if "primitiveType" in info else ""
+            if "sparse" in kernel.lower():
+                found.append(op.get_friendly_name())
+        return found
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits for one input batch of `input_shape` (a copy, safe to keep).
@@ -282,6 +345,26 @@ class OpenVINOSession:
             }
             for info in self._request.profiling_info
         ]
+
+
+def _sparse_rate_warning(rate: float) -> str:
+    """Why sparse_weights_decompression_rate `rate` packed no layer, in one line (the CPU's flags read here:
+    this file stays standalone, without probe.py)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    flags = {f for line in cpuinfo.splitlines() if line.lower().startswith("flags") for f in line.split()}
+    missing = [f for f in AMX_FLAGS if cpuinfo and f not in flags]
+    if missing:
+        return (
+            f"sparse_weights_decompression_rate {rate:g} has no effect: this CPU lacks AMX ({', '.join(missing)} "
+            "not in /proc/cpuinfo), and OpenVINO decompresses sparse int8 FullyConnected weights on AMX CPUs only"
+        )
+    return (
+        f"sparse_weights_decompression_rate {rate:g} packed no layer: OpenVINO packs int8 FullyConnected weights "
+        f"whose two dimensions are multiples of 64 and at least {rate:g} of them zero, on AMX CPUs"
+    )
 
 
 def litert_op_inventory(interpreter) -> list[dict[str, object]]:
@@ -532,21 +615,28 @@ def open_session(
     threads: int,
     inference_precision: str | None = None,
     perf_count: bool = False,
+    runtime_options: dict[str, object] | None = None,
 ) -> LiteRTSession | OpenVINOSession:
-    """A session for `runtime` ("litert" or "openvino"); ValueError for any other name, ArtifactUnreadable
-    when the file is corrupt or the runtime cannot load it.
+    """A session for `runtime` ("litert" or "openvino"); ValueError for any other name or an unknown runtime
+    option, ArtifactUnreadable when the file is corrupt or the runtime cannot load it.
 
-    `perf_count` (OpenVINO only) turns on the plugin's per-node performance counters."""
+    `perf_count` (OpenVINO only) turns on the plugin's per-node performance counters; `runtime_options`
+    (RUNTIME_OPTIONS[runtime]) are compiled in."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
     if runtime == "litert" and inference_precision not in (None, "f32"):
         raise ValueError(f"LiteRT runs float models in f32 here; inference_precision={inference_precision!r}")
+    runtime_properties(runtime, runtime_options)  # a bad option is the caller's error, not the artifact's
     check_artifact(runtime, path)
     try:
         if runtime == "litert":
             return LiteRTSession(path, threads=threads)
         return OpenVINOSession(
-            path, threads=threads, inference_precision=inference_precision, perf_count=perf_count
+            path,
+            threads=threads,
+            inference_precision=inference_precision,
+            perf_count=perf_count,
+            runtime_options=runtime_options,
         )
     except (ImportError, MemoryError):
         raise

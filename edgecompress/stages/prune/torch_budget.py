@@ -571,24 +571,31 @@ def plan_widths(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str, A
     }
 
 
-def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any]]:
-    """The unpruned model exported as each budget's export (once per export), named `<export>-unpruned`:
-    (artifact, the torch model its parity is checked against). The build profiles them with its other
-    artifacts, so the report shows the speedup the budget asked for next to the one measured."""
-    model = ctx.budget_unpruned
-    if model is None:
+def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any, str]]:
+    """The models before pruning, exported beside the build's artifacts: (artifact, the torch model its parity
+    is checked against, role). The unpruned model of a latency budget as each budget's export
+    (`<export>-unpruned`, so the report shows the speedup asked next to the one measured); the dense model
+    of a pattern-sparsity stage as every export (`<export>-dense`, what the zeros buy)."""
+    wanted: list[tuple[Any, str, str, str]] = []  # (model, export, name, role)
+    if ctx.budget_unpruned is not None:
+        for export in dict.fromkeys(
+            b.export for stage in ctx.recipe.stages for b in getattr(stage, "latency", None) or []
+        ):
+            wanted.append((ctx.budget_unpruned, export, f"{export}-unpruned", "unpruned-reference"))
+    if ctx.sparsity_dense is not None:
+        for e in ctx.recipe.export:
+            wanted.append(
+                (ctx.sparsity_dense, e.artifact_name, f"{e.artifact_name}-dense", "dense-reference")
+            )
+    if not wanted:
         return []
     meter = Meter(ctx)
     out = []
     try:
-        for export in dict.fromkeys(
-            b.export for stage in ctx.recipe.stages for b in getattr(stage, "latency", None) or []
-        ):
+        for model, export, name, role in wanted:
             spec = next(e for e in ctx.recipe.export if e.artifact_name == export)
             where = torch_widths.export_target(spec, ctx)
-            out.append(
-                meter.export(model, spec, where.precision, where.device, f"{export}-unpruned", out_dir)
-            )
+            out.append((*meter.export(model, spec, where.precision, where.device, name, out_dir), role))
     finally:
         meter.close()
     return out
