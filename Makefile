@@ -13,7 +13,7 @@ BOARD_PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo
 # System packages the tests need (a real sshd for the SSH runner), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long lint clean
+.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long bench-sparsity bench-sparsity-long lint clean
 
 install: $(STAMP)
 
@@ -56,7 +56,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 # `make bench` runs every part; each part runs on its own and states its time in benchmarks/RESULTS.md.
-bench: bench-official bench-int8 bench-suite bench-budget
+bench: bench-official bench-int8 bench-suite bench-budget bench-sparsity
 
 # edgecompress's latency figures against litert-benchmark / benchmark_app (about 10 minutes)
 bench-official: demo
@@ -79,6 +79,15 @@ bench-budget: install
 
 bench-budget-long: install
 	$(PY) benchmarks/budget_suite.py --long
+
+# pattern sparsity on digits-deformed: accuracy, size (gzip/zstd) and speed against the dense twins per pattern
+# (global magnitude, 1x4 / 4x4 blocks, 2:4, kernel patterns; under 45 minutes on 2 cores);
+# bench-sparsity-long: the full curves (50-90% in steps of 10, 1:4), more data and epochs (about 3 hours)
+bench-sparsity: install
+	$(PY) benchmarks/sparsity_suite.py
+
+bench-sparsity-long: install
+	$(PY) benchmarks/sparsity_suite.py --long
 
 lint: install
 	$(VENV)/bin/ruff check .
