@@ -38,6 +38,7 @@ from edgecompress.report import (
     Report,
     Step,
 )
+from edgecompress.sparsity_lint import lint_lines
 from edgecompress.specs import DeviceProfile, load_device
 from edgecompress.stages.base import precheck_stages, run_stage
 from edgecompress.stages.prune import precrop_reference
@@ -87,16 +88,6 @@ def cross_runtime_agreement(exported: list[_Exported]) -> list[CrossRuntime]:
     return out
 
 
-def sparsity_lint(recipe: Recipe, devices: list[DeviceProfile]) -> list[str]:
-    """Per pattern-sparsity stage, export and device: can the runtime's kernels turn the zeros into speed there,
-    or do they buy size only (empty without such a stage)."""
-    if not any(getattr(s, "pattern", False) for s in recipe.stages):
-        return []
-    from edgecompress.sparsity_lint import lint_lines
-
-    return lint_lines(recipe, devices)
-
-
 def check_with_model(recipe: Recipe, recipe_path: Path) -> list[str]:
     """`validate` for recipes with pattern sparsity: the model and data loaded (shapes known), each such
     stage's precheck run (a glob matching no layer, a pattern no layer takes: RecipeError); returns the
@@ -119,7 +110,7 @@ def check_with_model(recipe: Recipe, recipe_path: Path) -> list[str]:
         ctx.current_stage = i
         STAGES.get(config.type)(config).precheck(model, ctx, i)
     devices = [load_device(d, base_dir=recipe_path.parent) for d in recipe.devices]
-    return sparsity_lint(recipe, devices)
+    return lint_lines(recipe, devices)
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -679,7 +670,7 @@ class _Build:
                 f"{self.recipe_path}: model.input_shape {list(recipe.model.input_shape)} does not match the data: "
                 f"{recipe.data.layout} images of {data.sample_shape} (data.image_size, data.channels, data.layout)"
             )
-        lint = sparsity_lint(recipe, devices)
+        lint = lint_lines(recipe, devices)  # empty without a pattern-sparsity stage
         for line in lint:
             ui.info(line)
         ui.info(f"loading model {recipe.model.source}")

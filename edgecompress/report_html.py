@@ -517,4 +517,25 @@ def render_html(report: Report) -> str:
         failed_gates=report.failed_gates,
         gates=_gate_rows(report),
         int8_names=[int8_artifact(report, d) for d in report.deployability],
+        sparsity=_sparsity_section(report),
     )
+
+
+def _sparsity_section(report: Report) -> dict[str, Any] | None:
+    """The sparsity section's tables (report_sparsity.sparsity_tables) with their columns, or None."""
+    from edgecompress import report_sparsity as rs
+
+    tables = rs.sparsity_tables(report)
+    if tables is None:
+        return None
+    return {
+        "title": rs.TITLE,
+        "lead": rs.LEAD,
+        "tables": [("", rs.SIZE_COLUMNS, tables["sizes"]), ("", rs.SPEED_COLUMNS, tables["speed"])]
+        + [
+            (f"{key.split(':', 1)[1]}: weights read back from the file", rs.LAYER_COLUMNS, rows)
+            for key, rows in tables.items()
+            if key.startswith("layers:")
+        ],
+        "notes": [row[0] for row in tables["runtime"]] + list(report.sparsity_lint),
+    }

@@ -48,79 +48,114 @@ def dense_twin(report: Report, artifact: ArtifactResult) -> ArtifactResult | Non
     return next((a for a in report.artifacts if a.name == f"{artifact.name}-dense"), None)
 
 
-def render_sparsity(report: Report) -> list[str]:
-    """Markdown lines (empty when the build made no sparse model)."""
+#: The section's title and lead, shared by report.md and report.html.
+TITLE = "Sparsity: what the zeros bought (measured against the dense model's export)"
+LEAD = (
+    "Each export of the sparse model next to its dense twin (the model as it entered the sparsity stage, "
+    "exported the same way). Sizes in KiB: sparse (dense, ratio); gzip -9 and zstd -19 are what an app "
+    "download or an OTA update carries."
+)
+SIZE_COLUMNS = ("artifact", "pattern holds in the file", "file zeros", "size", "gzip", "zstd")
+SPEED_COLUMNS = (
+    "device",
+    "artifact",
+    "p50 ms sparse (rounds)",
+    "p50 ms dense (rounds)",
+    "speed from the zeros",
+)
+LAYER_COLUMNS = (
+    "layer",
+    "pattern",
+    "tensor in the file",
+    "stored as",
+    "zeros in the model",
+    "zeros in the file",
+    "holds",
+)
+
+
+def _p50(m: Measurements) -> str:
+    low, high = m.latency.spread_ms
+    return f"{m.latency.p50_ms:.3f} ({low:.3f}–{high:.3f})"
+
+
+def sparsity_tables(report: Report) -> dict[str, list[list[str]]] | None:
+    """The section's content as rows of cells (None when the build made no sparse model): `sizes`, `speed`,
+    `runtime` (one-cell rows: what a runtime option did), and `layers:<artifact>` per sparse artifact."""
     sparse = [a for a in report.artifacts if a.sparsity is not None]
     if not sparse:
-        return []
-    out = [
-        "",
-        "## Sparsity: what the zeros bought (measured against the dense model's export)",
-        "",
-        "Each export of the sparse model next to its dense twin (the model as it entered the sparsity stage, "
-        "exported the same way). Sizes in KiB: sparse (dense, ratio); gzip -9 and zstd -19 are what an app "
-        "download or an OTA update carries.",
-        "",
-        "| artifact | pattern holds in the file | file zeros | size | gzip | zstd |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+        return None
+    tables: dict[str, list[list[str]]] = {"sizes": [], "speed": [], "runtime": []}
     for a in sparse:
         twin = dense_twin(report, a)
         found = a.sparsity
         held = sum(layer.holds for layer in found.layers)
-        out.append(
-            f"| {a.name} | {'yes' if found.holds else 'NO'} ({held} of {len(found.layers)} layers) | "
-            f"{found.file_sparsity:.1%} | {_pair(a.size_bytes, twin and twin.size_bytes)} | "
-            f"{_pair(a.gzip_bytes, twin and twin.gzip_bytes)} | {_pair(a.zstd_bytes, twin and twin.zstd_bytes)} |"
+        tables["sizes"].append(
+            [
+                a.name,
+                f"{'yes' if found.holds else 'NO'} ({held} of {len(found.layers)} layers)",
+                f"{found.file_sparsity:.1%}",
+                _pair(a.size_bytes, twin and twin.size_bytes),
+                _pair(a.gzip_bytes, twin and twin.gzip_bytes),
+                _pair(a.zstd_bytes, twin and twin.zstd_bytes),
+            ]
         )
-    timed = [
-        (a, twin, d)
-        for a in sparse
-        if (twin := dense_twin(report, a)) is not None
-        for d in a.measurements
-        if d in twin.measurements
-    ]
-    if timed:
-        out += [
-            "",
-            "| device | artifact | p50 ms sparse (rounds) | p50 ms dense (rounds) | speed from the zeros |",
-            "|---|---|---:|---:|---|",
+        for d, m in a.measurements.items() if twin is not None else []:
+            if d in twin.measurements:
+                dense = twin.measurements[d]
+                tables["speed"].append([d, a.name, _p50(m), _p50(dense), speed_verdict(m, dense)])
+        tables[f"layers:{a.name}"] = [
+            [
+                r.layer,
+                r.pattern,
+                _tensor(r.tensor),
+                r.dtype or "—",
+                f"{r.model_sparsity:.1%}",
+                f"{r.file_sparsity:.1%}" if r.file_sparsity is not None else "—",
+                "yes" if r.holds else f"NO: {r.detail}",
+            ]
+            for r in found.layers
         ]
-        for a, twin, d in timed:
-            s, t = a.measurements[d], twin.measurements[d]
-            out.append(
-                f"| {d} | {a.name} | {s.latency.p50_ms:.3f} ({s.latency.spread_ms[0]:.3f}–{s.latency.spread_ms[1]:.3f}) | "
-                f"{t.latency.p50_ms:.3f} ({t.latency.spread_ms[0]:.3f}–{t.latency.spread_ms[1]:.3f}) | "
-                f"{speed_verdict(s, t)} |"
+    for a in report.artifacts:
+        for d, m in a.measurements.items():
+            if not m.runtime_options:
+                continue
+            options = ", ".join(f"{k} {v}" for k, v in m.runtime_options.items())
+            layers = (
+                f"{len(m.sparse_layers)} layers ran sparse ({', '.join(m.sparse_layers[:4])})"
+                if m.sparse_layers
+                else "no layer ran sparse"
+                if m.sparse_layers is not None
+                else "the tool does not say which layers ran sparse"
             )
-    packed = [(a, d, m) for a in report.artifacts for d, m in a.measurements.items() if m.runtime_options]
-    for a, d, m in packed:
-        options = ", ".join(f"{k} {v}" for k, v in m.runtime_options.items())
-        layers = (
-            f"{len(m.sparse_layers)} layers ran sparse ({', '.join(m.sparse_layers[:4])})"
-            if m.sparse_layers
-            else "no layer ran sparse"
-            if m.sparse_layers is not None
-            else "the tool does not say which layers ran sparse"
-        )
-        warned = f"; {'; '.join(m.runtime_warnings)}" if m.runtime_warnings else ""
-        out.append(f"\n{d}/{a.name} ran with {options}: {layers}{warned}.")
+            warned = f"; {'; '.join(m.runtime_warnings)}" if m.runtime_warnings else ""
+            tables["runtime"].append([f"{d}/{a.name} ran with {options}: {layers}{warned}."])
+    return tables
+
+
+def _markdown(columns: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    rule = "|" + "---|" * len(columns)
+    return ["| " + " | ".join(columns) + " |", rule, *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def render_sparsity(report: Report) -> list[str]:
+    """Markdown lines (empty when the build made no sparse model)."""
+    tables = sparsity_tables(report)
+    if tables is None:
+        return []
+    out = ["", f"## {TITLE}", "", LEAD, "", *_markdown(SIZE_COLUMNS, tables["sizes"])]
+    if tables["speed"]:
+        out += ["", *_markdown(SPEED_COLUMNS, tables["speed"])]
+    out += [f"\n{row[0]}" for row in tables["runtime"]]
     if report.sparsity_lint:
         out += ["", "What the runtimes' kernels can do with these zeros (checked before training):", ""]
         out += [f"- {line}" for line in report.sparsity_lint]
-    for a in sparse:
-        out += [
-            "",
-            f"**{a.name}**, weights read back from the file:",
-            "",
-            "| layer | pattern | tensor in the file | stored as | zeros in the model | zeros in the file | holds |",
-            "|---|---|---|---|---:|---:|---|",
-        ]
-        for r in a.sparsity.layers:
-            file_zeros = f"{r.file_sparsity:.1%}" if r.file_sparsity is not None else "—"
-            holds = "yes" if r.holds else f"NO: {r.detail}"
-            out.append(
-                f"| {r.layer} | {r.pattern} | {_tensor(r.tensor)} | {r.dtype or '—'} | "
-                f"{r.model_sparsity:.1%} | {file_zeros} | {holds} |"
-            )
+    for key, rows in tables.items():
+        if key.startswith("layers:"):
+            out += [
+                "",
+                f"**{key.split(':', 1)[1]}**, weights read back from the file:",
+                "",
+                *_markdown(LAYER_COLUMNS, rows),
+            ]
     return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,9 +60,16 @@ class LayerPattern:
         return "unstructured"
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON types (numpy scalars would break report.json and the stage checkpoints)."""
         return {
-            k: (list(map(list, v)) if k == "patterns" else list(v) if k == "block" else v)
-            for k, v in asdict(self).items()
+            "kind": self.kind,
+            "sparsity": float(self.sparsity),
+            "block": [int(b) for b in self.block],
+            "pad": bool(self.pad),
+            "n": int(self.n),
+            "m": int(self.m),
+            "patterns": [[int(i) for i in p] for p in self.patterns],
+            "connectivity": float(self.connectivity),
         }
 
     @classmethod
@@ -186,7 +193,7 @@ def choose_kernel_patterns(weights: list[np.ndarray], k: int, count: int) -> tup
         flat = np.abs(canonical(w).reshape(-1, 9))
         flat = flat[flat.sum(axis=1) > 0]
         top = np.sort(np.argsort(-flat, axis=1, kind="stable")[:, :k], axis=1)
-        for row, mags in zip(map(tuple, top), flat, strict=True):
+        for row, mags in zip((tuple(int(i) for i in r) for r in top), flat, strict=True):
             hits[row] = hits.get(row, 0) + 1
             tally[row] = tally.get(row, 0.0) + float(mags[list(row)].sum())
     ranked = sorted(hits, key=lambda p: (-hits[p], -tally[p]))

@@ -100,6 +100,8 @@ def test_every_speed_claim_matches_the_measurements(built):
     text = (out / "report.md").read_text()
     assert "## Sparsity: what the zeros bought" in text
     text = text.split("## Sparsity: what the zeros bought")[1].split("\n## ")[0]
+    html = (out / "report.html").read_text()
+    assert 'id="sparsity"' in html and "no speed-up shown" in html
     for a in report.artifacts:
         twin = dense_twin(report, a) if a.role == "export" else None
         for device, m in a.measurements.items() if twin else []:

@@ -47,6 +47,18 @@ def test_nm_zeroes_two_of_four_and_leaves_the_stem_depthwise_and_classifier_dens
     assert ctx.sparsity_dense is not None and not (ctx.sparsity_dense.layer1.conv1[0].weight == 0).any()
 
 
+def test_kernel_patterns_plan_is_plain_json_and_holds(make_ctx):
+    import json
+
+    ctx = make_ctx()
+    model, notes = pruned(ctx, method="kernel_pattern", kernel_positions=4, patterns=4, sparsity=0.7)
+    plan = notes["sparsity_plan"]
+    assert json.loads(json.dumps(plan)) == plan  # report.json and the stage checkpoint serialise it
+    assert all(len(d["patterns"]) == 4 for d in plan["layers"].values())
+    assert "1x1 kernels" in plan["dense"]["layer2.shortcut.0"]
+    holds_everywhere(model, plan)
+
+
 def test_global_magnitude_meets_the_total_over_the_pruned_layers(make_ctx):
     ctx = make_ctx()
     model, notes = pruned(ctx, method="magnitude", sparsity=0.8, global_ranking=True, min_density=0.05)
