@@ -88,7 +88,8 @@ KERNEL_K4 = round(5 / 9, 4)  # 4 of 9 positions kept in every 3x3 kernel, no con
 # exports (4 artifacts + the 4 dense twins: litert-torch and OpenVINO conversion, PTQ, parity on the test split,
 # weights read back; 50-54 s at width 16 in --quick), the PTQ step (~8 s) and per profiling round (8 artifacts, a fresh process each:
 # ~1 s plus the warm-up; the timed runs themselves are ~0.1 ms). On a machine running nothing else the training
-# part is faster: the estimate is an upper guide.
+# part is faster: the estimate is an upper guide (the timed run of 2026-12-05 on the quiet 2-core VM took 13.5 min
+# against an estimate of 41).
 COST = {
     "train_ms_img": 4.7,
     "forward_ms_img": 1.2,
