@@ -47,19 +47,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgecompress.runtimes.sessions import AMX_FLAGS
+from edgecompress.sparsity import KINDS, METHOD_KINDS
+
 if TYPE_CHECKING:
     from edgecompress.recipe import Recipe
     from edgecompress.specs import DeviceProfile
 
-KINDS = ("unstructured", "block", "nm", "kernel_pattern")
 RUNTIMES = ("litert", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: prune `method` -> pattern kind (the pattern methods of the prune stage).
-METHOD_KINDS = {"magnitude": "unstructured", "block": "block", "nm": "nm", "kernel_pattern": "kernel_pattern"}
 #: XNNPACK turns an NCHW cluster sparse only above this fraction of zero 1x1-convolution weights.
 XNNPACK_MIN_ZEROS = 2 / 3
-#: /proc/cpuinfo flags of oneDNN's avx512_core_amx (runtimes.sessions.AMX_FLAGS, not imported: numpy).
-AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
 RATE_OPTION = "sparse_weights_decompression_rate"
 
 
