@@ -379,9 +379,11 @@ def kib(value: int | None) -> str:
 
 
 def heading(s: Settings) -> str:
+    """The section's heading: one section per model (the default one unmarked) and per kind of run."""
+    model = "" if s.model == "quickstart" else f", {s.model} (`--model {s.model}`)"
     if s.quick:
-        return f"{SECTION} (--quick smoke run)"
-    return f"{SECTION} (--long: full curves)" if s.long else SECTION
+        return f"{SECTION}{model} (--quick smoke run)"
+    return f"{SECTION}{model} (--long: full curves)" if s.long else SECTION + model
 
 
 def estimate_minutes(s: Settings) -> float:
@@ -410,7 +412,9 @@ def section(s: Settings, result: dict[str, Any], stamp: str, results: Path) -> s
     ref = next((v for v in ok if v.method == "dense"), None)
     cmd = " ".join(["benchmarks/sparsity_suite.py", *sys.argv[1:]])
     make = (
-        " (`make bench-sparsity`)"
+        " (a compute-bound model; not part of `make bench-sparsity`)"
+        if s.model != "quickstart"
+        else " (`make bench-sparsity`)"
         if not (s.quick or s.long)
         else " (`make bench-sparsity-long`)"
         if s.long
@@ -487,7 +491,7 @@ def section(s: Settings, result: dict[str, Any], stamp: str, results: Path) -> s
                 f"| {v.label} | " + " | ".join(speed_text(v.artifacts.get(e, {})) for e in EXPORTS) + " |"
             )
     lines += ["", *judgements(s, variants, ref), ""]
-    plots = plot_paths(results)
+    plots = plot_paths(results, s.model)
     lines += [f"Plots: {', '.join(f'`{display(p)}`' for p in plots)}.", ""]
     return "\n".join(lines) + "\n"
 
@@ -666,9 +670,10 @@ def judgements(s: Settings, variants: list[Variant], ref: Variant | None) -> lis
     return lines
 
 
-def plot_paths(results: Path) -> list[Path]:
+def plot_paths(results: Path, model: str = "quickstart") -> list[Path]:
     where = BENCH if results.resolve() == RESULTS.resolve() else results.parent
-    return [where / "sparsity-accuracy.png", where / "sparsity-size.png"]
+    tag = "" if model == "quickstart" else f"-{model}"
+    return [where / f"sparsity-accuracy{tag}.png", where / f"sparsity-size{tag}.png"]
 
 
 def _panels(plt: Any) -> tuple[Any, list[Any], Any]:
@@ -705,7 +710,7 @@ def plot(s: Settings, result: dict[str, Any], stamp: str, results: Path) -> list
     variants = [v for v in result["variants"] if v.error is None]
     ref = next((v for v in variants if v.method == "dense"), None)
     sparse = [v for v in variants if v.method != "dense" and v.model_sparsity is not None]
-    acc_path, size_path = plot_paths(results)
+    acc_path, size_path = plot_paths(results, s.model)
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     name = f"{MODELS[s.model][1]} width {s.width}"
     quick = " (--quick)" if s.quick else ""
