@@ -664,6 +664,13 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
             "quantize must be the last stage (later stages would train a quantized graph)",
         )
     for i, stage in enumerate(recipe.stages):
+        earlier = [j for j, s in enumerate(recipe.stages[:i]) if getattr(s, "pattern", False)]
+        if stage.type == "prune" and not getattr(stage, "pattern", False) and earlier:
+            raise fail(
+                ("stages", i, "method"),
+                f"channel pruning after the pattern sparsity of stages.{earlier[0]} would change the shapes its "
+                "pattern was made for (N:M groups, blocks); prune channels first, then sparsify",
+            )
         if getattr(stage, "sparsity_schedule", "oneshot") != "polynomial":
             continue
         after = next((s for s in recipe.stages[i + 1 :] if s.type in ("train", "distill", "quantize")), None)

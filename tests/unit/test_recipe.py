@@ -239,3 +239,31 @@ def test_valid_recipe_passes_cross_checks(write_recipe):
     )
     r = load_recipe(path)
     assert [s.type for s in r.stages] == ["prune", "distill"]
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        (
+            "[{type: prune, method: nm, n: 2, m: 4}, {type: prune, ratio: 0.5}]",
+            r"stages\.1\.method: channel pruning after the pattern sparsity of stages\.0",
+        ),
+        (
+            "[{type: prune, method: magnitude, sparsity: 0.5, sparsity_schedule: polynomial}, "
+            "{type: quantize, mode: qat}]",
+            r"stages\.0\.sparsity_schedule: polynomial ramps the sparsity over the next train or distill stage",
+        ),
+    ],
+)
+def test_pattern_sparsity_stage_order_is_checked(write_recipe, stages, message):
+    path = write_recipe(BASE + f"stages: {stages}\n")
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(path)
+
+
+def test_channel_pruning_then_sparsity_is_fine(write_recipe):
+    path = write_recipe(
+        BASE
+        + "stages: [{type: prune, ratio: 0.5}, {type: prune, method: block, block: [1, 4], sparsity: 0.5}]\n"
+    )
+    assert [s.method for s in load_recipe(path).stages] == ["channel", "block"]
