@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgecompress.pipeline import evaluate_gates
+from edgecompress.gates import evaluate_gates
 from edgecompress.profiling import Measurements
 from edgecompress.recipe import parse_recipe
 from edgecompress.report import ArtifactResult, Parity, Report, Step
