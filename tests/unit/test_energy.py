@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecompress.pipeline import _energy_gate
+from edgecompress.gates import _energy_gate
 from edgecompress.profiling import Energy, Measurements
 from edgecompress.runners.base import energy_of, thermal_of
 from edgecompress.runtimes import energy as E

@@ -109,7 +109,7 @@ def test_gates_name_artifacts_exactly_and_per_device():
     assert gate_names(_gate("tflite-int8 vs openvino-int8", False), "openvino-int8", "desktop")
     assert not gate_names(_gate("tflite-int8-unpruned", False), "tflite-int8", "desktop"), "no prefix match"
     # gates as a build makes them name their artifacts and device: parity on a device judges it there only
-    from edgecompress.pipeline import _at_least, _at_most
+    from edgecompress.gates import _at_least, _at_most
 
     there = _at_least("parity.min_agreement", "rpi5/tflite-int8 vs here", 0.9, 0.99)
     assert there.artifacts == ["tflite-int8"] and there.device == "rpi5"
