@@ -87,24 +87,47 @@ def cross_runtime_agreement(exported: list[_Exported]) -> list[CrossRuntime]:
     return out
 
 
+def load_context(
+    recipe: Recipe, recipe_path: Path, *, workdir: Path, ui: UI, recalibrate: bool = False
+) -> tuple[Any, Any]:
+    """The recipe's data and model loaded and checked against each other: (RunContext, model)."""
+    from edgecompress.context import RunContext
+    from edgecompress.data import load_data
+
+    adapter = FRAMEWORKS.get(recipe.model.resolved_framework)()
+    ui.info(f"[bold]edgecompress build[/bold] {recipe.name}: loading data '{recipe.data.dataset}'")
+    data = load_data(recipe.data, recipe_path, seed=recipe.seed)
+    expected = tuple(recipe.model.input_shape[1:])
+    if expected != data.sample_shape:
+        raise RecipeError(
+            f"{recipe_path}: model.input_shape {list(recipe.model.input_shape)} does not match the data: "
+            f"{recipe.data.layout} images of {data.sample_shape} (data.image_size, data.channels, data.layout)"
+        )
+    ui.info(f"loading model {recipe.model.source}")
+    model = adapter.load(recipe.model, recipe_path)
+    adapter.check(model, list(recipe.model.input_shape), data.num_classes)
+    ctx = RunContext(
+        recipe=recipe,
+        recipe_path=recipe_path,
+        workdir=workdir,
+        adapter=adapter,
+        data=data,
+        ui=ui,
+        recalibrate=recalibrate,
+    )
+    return ctx, model
+
+
 def check_with_model(recipe: Recipe, recipe_path: Path) -> list[str]:
     """`validate` for recipes with pattern sparsity: the model and data loaded (shapes known), each such
     stage's precheck run (a glob matching no layer, a pattern no layer takes: RecipeError); returns the
     sparsity lint lines."""
-    from edgecompress.context import RunContext
-    from edgecompress.data import load_data
     from edgecompress.registry import STAGES
 
     pattern = [(i, s) for i, s in enumerate(recipe.stages) if getattr(s, "pattern", False)]
     if not pattern:
         return []
-    adapter = FRAMEWORKS.get(recipe.model.resolved_framework)()
-    data = load_data(recipe.data, recipe_path, seed=recipe.seed)
-    model = adapter.load(recipe.model, recipe_path)
-    ui = UI(verbosity=0)
-    ctx = RunContext(
-        recipe=recipe, recipe_path=recipe_path, workdir=recipe_path.parent, adapter=adapter, data=data, ui=ui
-    )
+    ctx, model = load_context(recipe, recipe_path, workdir=recipe_path.parent, ui=UI(verbosity=0))
     for i, config in pattern:
         ctx.current_stage = i
         STAGES.get(config.type)(config).precheck(model, ctx, i)
@@ -564,36 +587,16 @@ class _Build:
         return out
 
     def run(self, devices: list[DeviceProfile]) -> Report:
-        from edgecompress.context import RunContext
-        from edgecompress.data import load_data
-
         t0 = time.perf_counter()
         recipe, ui = self.recipe, self.ui
-        adapter = FRAMEWORKS.get(recipe.model.resolved_framework)()
-        ui.info(f"[bold]edgecompress build[/bold] {recipe.name}: loading data '{recipe.data.dataset}'")
-        data = load_data(recipe.data, self.recipe_path, seed=recipe.seed)
-        self.test_split = (data.test.x, data.test.y)
-        expected = tuple(recipe.model.input_shape[1:])
-        if expected != data.sample_shape:
-            raise RecipeError(
-                f"{self.recipe_path}: model.input_shape {list(recipe.model.input_shape)} does not match the data: "
-                f"{recipe.data.layout} images of {data.sample_shape} (data.image_size, data.channels, data.layout)"
-            )
         lint = lint_lines(recipe, devices)  # empty without a pattern-sparsity stage
         for line in lint:
             ui.info(line)
-        ui.info(f"loading model {recipe.model.source}")
-        model = adapter.load(recipe.model, self.recipe_path)
-        adapter.check(model, list(recipe.model.input_shape), data.num_classes)
-        ctx = RunContext(
-            recipe=recipe,
-            recipe_path=self.recipe_path,
-            workdir=self.tmp,
-            adapter=adapter,
-            data=data,
-            ui=ui,
-            recalibrate=self.recalibrate,
+        ctx, model = load_context(
+            recipe, self.recipe_path, workdir=self.tmp, ui=ui, recalibrate=self.recalibrate
         )
+        adapter, data = ctx.adapter, ctx.data
+        self.test_split = (data.test.x, data.test.y)
         t = time.perf_counter()
         steps, reference, models = self._run_stages(ctx, model)
         cropping = precrop_reference.measure(ctx, steps)

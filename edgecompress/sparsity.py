@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -89,14 +89,6 @@ class PatternCheck:
     detail: str = ""
 
 
-@dataclass
-class GlobalAllocation:
-    """Per-layer sparsities of a global ranking (one threshold, a minimum density per layer)."""
-
-    sparsities: dict[str, float] = field(default_factory=dict)
-    threshold: float = 0.0
-
-
 def canonical(weight: np.ndarray) -> np.ndarray:
     """[out, in, kh, kw] for conv weights (any rank >= 2: [out, in] gets two unit dims)."""
     w = np.asarray(weight)
@@ -129,7 +121,7 @@ def not_applicable(shape: tuple[int, ...], groups: int, pattern: LayerPattern) -
 # ------------------------------------------------------------------------------------------------ scoring
 
 
-def _block_scores(w: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def _block_scores(w: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     """RMS of every r x c block over (out, in) at each kernel position: [O/r, I/c, kh*kw] (edges padded)."""
     r, c = block
     o, i = w.shape[:2]
@@ -139,20 +131,20 @@ def _block_scores(w: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray, tu
     w3 = np.pad(w3, ((0, po), (0, pi), (0, 0)))
     shaped = w3.reshape((o + po) // r, r, (i + pi) // c, c, -1).sum(axis=(1, 3))
     count = counts.reshape((o + po) // r, r, (i + pi) // c, c).sum(axis=(1, 3))
-    return np.sqrt(shaped / count[:, :, None]), (po, pi)
+    return np.sqrt(shaped / count[:, :, None])
 
 
 def unit_scores(w: np.ndarray, pattern: LayerPattern) -> np.ndarray:
     """The scores a global ranking compares: |w| per weight (unstructured) or per block (block)."""
     w = canonical(w)
     if pattern.kind == "block":
-        return _block_scores(w, pattern.block)[0].ravel()
+        return _block_scores(w, pattern.block).ravel()
     return np.abs(w).ravel().astype(np.float64)
 
 
 def allocate_global(
     weights: dict[str, np.ndarray], patterns: dict[str, LayerPattern], sparsity: float, min_density: float
-) -> GlobalAllocation:
+) -> dict[str, float]:
     """Global MP: the one threshold that zeroes `sparsity` of all these layers' weights, each layer keeping
     at least `min_density` of them; returns the resulting per-layer sparsities."""
     sizes = {n: canonical(w).size for n, w in weights.items()}
@@ -177,8 +169,7 @@ def allocate_global(
             hi = mid
         else:
             lo = mid + 1
-    threshold = float(every[lo]) if len(every) else 0.0
-    return GlobalAllocation(sparsities=zeroed(threshold), threshold=threshold)
+    return zeroed(float(every[lo]) if len(every) else 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ masks
@@ -215,7 +206,7 @@ def keep_mask(weight: np.ndarray, pattern: LayerPattern, *, fraction: float = 1.
     if pattern.kind == "unstructured":
         keep = _keep_smallest_out(mags.ravel(), pattern.sparsity * fraction).reshape(shape)
     elif pattern.kind == "block":
-        scores, _ = _block_scores(w, pattern.block)
+        scores = _block_scores(w, pattern.block)
         blocks = _keep_smallest_out(scores.ravel(), pattern.sparsity * fraction).reshape(scores.shape)
         keep = _expand_block_mask(blocks, shape, pattern.block)
     elif pattern.kind == "nm":

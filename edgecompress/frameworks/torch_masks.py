@@ -37,7 +37,6 @@ class TorchMasks:
                     f"sparsity: the layer {name} of the prune stage's plan is not in the model any more"
                 )
             self.layers[name] = (module.weight, LayerPattern.from_json(data))
-        self.plan = plan
         self.ramp_end = 0
         if plan.get("ramp"):
             epochs = max(steps // max(steps_per_epoch, 1), 1)

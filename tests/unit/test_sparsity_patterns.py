@@ -76,10 +76,8 @@ def test_global_ranking_meets_the_total_and_the_minimum_density():
     weights = {"small": RNG.normal(size=(4, 4, 3, 3)) * 0.01, "big": RNG.normal(size=(32, 16, 3, 3))}
     patterns = {n: LayerPattern("unstructured", 0.0) for n in weights}
     alloc = allocate_global(weights, patterns, 0.8, 0.1)
-    assert alloc.sparsities["small"] == pytest.approx(0.9)  # would be 100% without the minimum density
-    total = sum(alloc.sparsities[n] * w.size for n, w in weights.items()) / sum(
-        w.size for w in weights.values()
-    )
+    assert alloc["small"] == pytest.approx(0.9)  # would be 100% without the minimum density
+    total = sum(alloc[n] * w.size for n, w in weights.items()) / sum(w.size for w in weights.values())
     assert total == pytest.approx(0.8, abs=0.01)
 
 

@@ -18,6 +18,7 @@ from edgecompress.sparsity import (
     METHOD_KINDS,
     LayerPattern,
     allocate_global,
+    canonical,
     choose_kernel_patterns,
     connectivity_for,
     keep_mask,
@@ -63,7 +64,7 @@ def plan_sparsity(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str,
             dense[classifier] = "the classifier (ignore_classifier)"
     kind = METHOD_KINDS[config.method]
     base = _base_pattern(config, kind)
-    shapes = {n: tuple(_canonical_shape(m.weight)) for n, (m, _) in layers.items()}
+    shapes = {n: _weight(m).shape for n, (m, _) in layers.items()}
     for n, (_, groups) in layers.items():
         if n in dense:
             continue
@@ -103,9 +104,7 @@ def plan_sparsity(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str,
     if config.global_ranking:
         weights = {n: _weight(layers[n][0]) for n in sparse}
         alloc = allocate_global(weights, patterns, config.sparsity or 0.0, config.min_density)
-        patterns = {
-            n: LayerPattern(**{**p.__dict__, "sparsity": alloc.sparsities[n]}) for n, p in patterns.items()
-        }
+        patterns = {n: LayerPattern(**{**p.__dict__, "sparsity": alloc[n]}) for n, p in patterns.items()}
     return {
         "method": config.method,
         "schedule": config.sparsity_schedule,
@@ -147,14 +146,9 @@ def _base_pattern(config: PruneConfig, kind: str) -> LayerPattern:
     return LayerPattern(kind, config.sparsity or 0.0)
 
 
-def _canonical_shape(weight: Any) -> list[int]:
-    shape = list(weight.shape)
-    return shape + [1] * (4 - len(shape)) if len(shape) in (2, 3) else shape
-
-
 def _weight(module: Any) -> np.ndarray:
-    w = module.weight.detach().cpu().numpy()
-    return w.reshape(_canonical_shape(module.weight))
+    """The module's weight in the canonical [out, in_per_group, kh, kw] layout."""
+    return canonical(module.weight.detach().cpu().numpy())
 
 
 def prune_pattern(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
