@@ -38,6 +38,18 @@ class Target:
     known_hosts: list[Path]
 
 
+def _asyncssh() -> Any:
+    """asyncssh, imported with its own import-time deprecation warnings silenced: cryptography >= 47 warns
+    that DSA is deprecated wherever asyncssh's type hints name it, which is noise to a user of this tool (DSA
+    keys are not used unless a device offers only them)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        import asyncssh
+    return asyncssh
+
+
 def _config_files() -> list[str]:
     config = Path("~", ".ssh", "config").expanduser()
     return [str(config)] if config.is_file() else []
@@ -46,7 +58,7 @@ def _config_files() -> list[str]:
 def resolve(device: DeviceProfile) -> Target:
     """`connection.host` read the way OpenSSH reads it (through ~/.ssh/config); DeviceError when a file the
     config names is missing."""
-    import asyncssh
+    asyncssh = _asyncssh()
 
     given = device.connection.host or ""
     username: str | None = None
@@ -102,7 +114,7 @@ class SSHRunner(ScriptRunner):
     # ------------------------------------------------------------------------------------------ connecting
 
     async def _connect(self, device: DeviceProfile) -> Any:
-        import asyncssh
+        asyncssh = _asyncssh()
 
         target = resolve(device)
         timeout = device.connection.connect_timeout
@@ -157,7 +169,7 @@ class SSHRunner(ScriptRunner):
 
     async def _accept_new(self, device: DeviceProfile, target: Target) -> None:
         """Trust on first use: record the key the device presents now (it was unknown, never changed)."""
-        import asyncssh
+        asyncssh = _asyncssh()
 
         try:
             key = await asyncssh.get_server_host_key(
@@ -187,7 +199,7 @@ class SSHRunner(ScriptRunner):
     # ------------------------------------------------------------------------------------------- measuring
 
     async def _remote(self, device: DeviceProfile, job: Job) -> Completed:
-        import asyncssh
+        asyncssh = _asyncssh()
 
         files, what, stdin = job.files, job.what, job.stdin
         conn = await self._connect(device)
@@ -262,7 +274,7 @@ class SSHRunner(ScriptRunner):
         """The scripts (unless a native tool runs) into `tmp`, each artifact's files into a subdirectory per
         local directory (an OpenVINO .xml keeps its .bin beside it; two artifacts of one name from two
         directories do not collide)."""
-        import asyncssh
+        asyncssh = _asyncssh()
 
         dirs: dict[Path, str] = {}
         try:
