@@ -253,6 +253,10 @@ def parse_perf_csv(text: str) -> dict[str, tuple[float | None, str]]:
     return out
 
 
+#: The window PerfReader counts over when opened, to find counters that read nothing.
+PROBE_SECONDS = 0.2
+
+
 class PerfReader:
     """perf's power events, counted system-wide over each window (a window reader: begin() / end())."""
 
@@ -279,7 +283,12 @@ class PerfReader:
         self.argv = [found, "stat", "-a", "-x", ",", "-e", ",".join(self.events)]
         self._proc: subprocess.Popen | None = None
         self.begin()  # fails here, before any timing, when perf cannot count them
-        self.end()
+        time.sleep(PROBE_SECONDS)
+        if self.end() <= 0.0:  # a VM may list the PMU's events and count nothing on them
+            raise EnergyUnavailable(
+                f"perf counts 0 J on {', '.join(self.events)} over {PROBE_SECONDS:g} s: the power PMU is listed "
+                "but its counters do not count here (a VM?)"
+            )
 
     def begin(self) -> None:
         self._proc = subprocess.Popen(

@@ -23,7 +23,7 @@ data: {{dataset: digits, image_size: [16, 16], normalize: {{mean: [0.5], std: [0
 stages:
   - {{type: train, epochs: 6, lr: 0.005}}
   - {prune}
-  - {{type: distill, epochs: 4, lr: 0.002}}
+  - {{type: distill, epochs: 8, lr: 0.002}}
   - {quantize}
 export:
   - {{format: tflite, precision: fp32}}

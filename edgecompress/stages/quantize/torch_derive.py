@@ -144,6 +144,13 @@ def _output_quant(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Nod
     return users[0], [u for u in users[0].users if u.target == dq]
 
 
+def _feeds_concat(node: torch.fx.Node) -> bool:
+    """Whether `node`'s quantized output (after its fused activation) is read by a concatenation."""
+    aten = torch.ops.aten
+    found = _output_quant(node)
+    return found is not None and any(user.target == aten.cat.default for dq in found[1] for user in dq.users)
+
+
 def quantized_ops(gm: torch.fx.GraphModule) -> list[QuantizedOp]:
     """Every computing op of a converted PT2E graph, in graph order, with the forms it can take."""
     kinds = _op_kinds()
@@ -155,6 +162,10 @@ def quantized_ops(gm: torch.fx.GraphModule) -> list[QuantizedOp]:
             continue
         quantized = _output_quant(node) is not None
         forms = kind_forms(kind) if quantized else ("float",)
+        if quantized and kind != "concat" and _feeds_concat(node):
+            # its output scale is the concatenation's (shared): the converter keeps one scale for all of the
+            # concatenation's inputs, so a tag on this op's scale does not reach the .tflite
+            forms = tuple(f for f in forms if f != "float") or forms
         out.append(QuantizedOp(node.name, kind, _module_path(node), quantized, forms))
     return out
 
