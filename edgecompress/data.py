@@ -138,22 +138,10 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
 
 
 def _python_entry(source: str, recipe_path: Path) -> Any:
-    from edgecompress.registry import import_object
+    from edgecompress.entries import import_entry
 
     file_part, _, fn = source.rpartition(":")
-    if file_part.endswith(".py"):
-        import importlib.util
-
-        path = resolve_path(file_part, recipe_path)
-        if not path.is_file():
-            raise RecipeError(f"data.dataset: file not found: {file_part}")
-        spec = importlib.util.spec_from_file_location(f"_edgecompress_data_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        if not hasattr(module, fn):
-            raise RecipeError(f"data.dataset: {path} has no function '{fn}'")
-        return getattr(module, fn)()
-    return import_object(source)()
+    return import_entry(file_part, fn, recipe_path, key="data.dataset")[0]()
 
 
 def load_data(spec: DataSpec, recipe_path: Path, *, seed: int) -> DataBundle:

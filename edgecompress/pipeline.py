@@ -270,7 +270,7 @@ class _Build:
                 what = "derived int8"
             ui.info(
                 f"  {artifact.name}: test acc {parity.accuracy:.4f}, top-1 agreement {parity.agreement:.4f} "
-                f"with the {what} torch model, max abs diff {parity.max_abs_diff:.2e}, "
+                f"with the {what} {ctx.framework} model, max abs diff {parity.max_abs_diff:.2e}, "
                 f"{artifact.size_bytes / 1024:.1f} KiB"
             )
             divergent: tuple[str, ...] = ()
@@ -291,7 +291,7 @@ class _Build:
 
     def _references(self, ctx: Any, threads: int) -> list[_Exported]:
         """The models before pruning exported beside the artifacts (a latency budget's unpruned model, a
-        pattern-sparsity stage's dense one), checked like the others (against the torch model each was
+        pattern-sparsity stage's dense one), checked like the others (against the framework model each was
         exported from) and profiled with them."""
         from edgecompress.exporters.parity import compare_logits, run_artifact
 
@@ -364,20 +364,20 @@ class _Build:
         return None if done is None else copy_artifact(done, spec.artifact_name, self.tmp)
 
     def _locate_divergence(self, source: Any, artifact: Any, images: np.ndarray) -> tuple[str, ...]:
-        """The layers where an int8 artifact under the parity threshold departs from its torch graph."""
+        """The layers where an int8 artifact under the parity threshold departs from its quantized graph."""
         from edgecompress.exporters.parity_layers import compare_layers
 
         try:
             layers = compare_layers(source, artifact.path, artifact.runtime, images)
         except Exception as exc:  # the comparison is a diagnosis; its failure must not fail the build
-            self.ui.warn(f"{artifact.name}: could not compare its layers with the torch graph ({exc})")
+            self.ui.warn(f"{artifact.name}: could not compare its layers with the quantized graph ({exc})")
             return ()
         divergent = tuple(d.describe() for d in layers if d.divergent)
         if divergent:
-            self.ui.warn(f"{artifact.name} departs from its torch graph at: {'; '.join(divergent[:3])}")
+            self.ui.warn(f"{artifact.name} departs from its quantized graph at: {'; '.join(divergent[:3])}")
         elif layers:
             self.ui.warn(
-                f"{artifact.name}: every matched layer is within rounding of its torch graph "
+                f"{artifact.name}: every matched layer is within rounding of its quantized graph "
                 f"({sum(d.matched for d in layers)} of {len(layers)} quantized tensors compared); the disagreement "
                 "is rounding accumulating over near-tie images"
             )
@@ -391,6 +391,8 @@ class _Build:
         when an auto plan found float fastest), exported at the precision the plan chose."""
         if spec.precision not in ("int8", "auto"):
             return models.float_model, spec
+        if ctx.framework not in STAGES.get("quantize").plan_backends:  # int8 as the quantize stage made it
+            return models.final, spec
         from edgecompress.precision import Planner
 
         if self.planner is None:
@@ -602,7 +604,7 @@ class _Build:
         cropping = precrop_reference.measure(ctx, steps)
         phases = {"stages": time.perf_counter() - t}
         t = time.perf_counter()
-        adapter.save(models.final, self.tmp / "model.pt2", list(recipe.model.input_shape))
+        adapter.save(models.final, self.tmp / f"model{adapter.model_suffix}", list(recipe.model.input_shape))
         try:
             exported = self._export_all(ctx, models, devices)
         finally:

@@ -635,6 +635,16 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
     missing = _missing_file(recipe.model.source, recipe_path)
     if missing:
         raise fail(("model", "source"), f"file not found: {missing}")
+    from edgecompress.entries import missing_function
+
+    for loc, source in [(("model", "source"), recipe.model.source)] + [
+        (("stages", i, "teacher"), s.teacher)
+        for i, s in enumerate(recipe.stages)
+        if getattr(s, "teacher", None)
+    ]:
+        problem = missing_function(source, recipe_path)
+        if problem:
+            raise fail(loc, problem)
     if recipe.model.checkpoint and not resolve_path(recipe.model.checkpoint, recipe_path).exists():
         raise fail(("model", "checkpoint"), f"file not found: {recipe.model.checkpoint}")
     if recipe.data.dataset in {"folder", "npz"}:
@@ -650,12 +660,15 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
     if recipe.data.normalize and len(recipe.data.normalize.mean) not in {1, recipe.data.channels}:
         raise fail(("data", "normalize", "mean"), f"needs 1 or {recipe.data.channels} values (data.channels)")
     for i, stage in enumerate(recipe.stages):
-        backends = STAGES.get(stage.type).backends
-        if framework not in backends:
+        stage_class = STAGES.get(stage.type)
+        if framework not in stage_class.backends:
             raise fail(
                 ("stages", i, "type"),
-                f"stage '{stage.type}' has no {framework} backend (it has: {', '.join(backends)})",
+                f"stage '{stage.type}' has no {framework} backend (it has: {', '.join(stage_class.backends)})",
             )
+        problem = stage_class(stage).unsupported(framework)
+        if problem is not None:
+            raise fail(("stages", i, problem[0]), problem[1])
     has_quantize = any(s.type == "quantize" for s in recipe.stages)
     if has_quantize and recipe.stages[-1].type != "quantize":
         index = next(i for i, s in enumerate(recipe.stages) if s.type == "quantize")
@@ -700,6 +713,14 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
                     ("export", i, "options", key),
                     f"'{value}' is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}",
                 )
+        planned = framework in STAGES.get("quantize").plan_backends
+        if not planned and (spec.precision == "auto" or spec.plan is not None):
+            key = "precision" if spec.precision == "auto" else "plan"
+            raise fail(
+                ("export", i, key),
+                f"precision plans (precision auto, plan:) are made by the PyTorch path's precision planner, which "
+                f"{framework} models do not have yet; export int8 (every layer the quantize stage quantized)",
+            )
         if spec.precision in ("int8", "auto") and not has_quantize:
             raise fail(
                 ("export", i, "precision"), f"{spec.precision} export needs a 'quantize' stage before it"

@@ -102,7 +102,10 @@ STAGES: Registry[Any] = Registry(
 )
 FRAMEWORKS: Registry[Any] = Registry(
     "frameworks",
-    {"torch": "edgecompress.frameworks.torch:TorchAdapter"},
+    {
+        "torch": "edgecompress.frameworks.torch:TorchAdapter",
+        "keras": "edgecompress.frameworks.keras:KerasAdapter",
+    },
 )
 EXPORTERS: Registry[Any] = Registry(
     "exporters",

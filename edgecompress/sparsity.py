@@ -387,3 +387,35 @@ def connectivity_for(sparsity: float, k: int) -> float:
 
 def pattern_count_limit(k: int) -> int:
     return math.comb(9, k)
+
+
+#: Mask updates over a polynomial ramp.
+RAMP_UPDATES = 32
+
+
+class MaskRamp:
+    """When the masks of one fit are updated, and to which fraction of each layer's planned sparsity (Zhu &
+    Gupta 2017, cubic: s_t = s_f (1 - (1 - t/T)^3)): the ramp ends before the last epoch when there are several
+    (so the best-epoch choice sees full-sparsity epochs only) and updates `RAMP_UPDATES` times. Without `ramp`
+    in the plan it never updates (the zeros are only held)."""
+
+    def __init__(self, plan: dict[str, Any], *, steps: int, steps_per_epoch: int) -> None:
+        import math
+
+        self.end = 0
+        if plan.get("ramp"):
+            epochs = max(steps // max(steps_per_epoch, 1), 1)
+            self.end = max(steps - steps_per_epoch if epochs > 1 else steps, 1)
+        count = min(RAMP_UPDATES, self.end)
+        self.updates = sorted({math.ceil(k * self.end / count) for k in range(1, count + 1)}) if count else []
+
+    def settled(self, step: int) -> bool:
+        """Whether the weights are at the plan's full sparsity from `step` on."""
+        return step >= self.end
+
+    def fraction(self, step: int) -> float | None:
+        """The fraction of the planned sparsity to update the masks to after `step`, or None (no update)."""
+        if not self.updates or step != self.updates[0]:
+            return None
+        self.updates.pop(0)
+        return 1.0 - (1.0 - step / self.end) ** 3

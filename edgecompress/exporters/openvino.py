@@ -39,4 +39,7 @@ class OpenVINOExporter(Exporter):
     options: ClassVar[dict[str, tuple[str, ...] | None]] = {
         "inference_precision": ("f32", "bf16", "f16", "auto")
     }
-    backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.exporters.torch_backend:export_openvino"}
+    backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.exporters.torch_backend:export_openvino",
+        "keras": "edgecompress.exporters.keras_backend:export_openvino",
+    }

@@ -161,7 +161,10 @@ def _alignments(values: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
 def compare_layers(module: Any, path: Path, runtime: str, images: np.ndarray) -> list[LayerDiff]:
     """Every quantized tensor of `module` (a converted PT2E graph) against the artifact at `path`, on
     `images` (a few suffice): LiteRT's int8 tensors (kept with experimental_preserve_all_tensors), OpenVINO's
-    FakeQuantize outputs (made outputs of the IR for the comparison)."""
+    FakeQuantize outputs (made outputs of the IR for the comparison). Nothing for a model without a PT2E
+    graph (a Keras int8 model is its .tflite: there is no other graph to compare with)."""
+    if not hasattr(module, "graph_module"):
+        return []
     torch_tensors = _torch_quantized_tensors(module, images)
     runtime_tensors = (
         _litert_tensors(path, images) if runtime == "litert" else _openvino_tensors(path, images)

@@ -37,4 +37,7 @@ class TFLiteExporter(Exporter):
     #: format behind DENSIFY ops where the runtime loads them (exporters/tflite_sparse.py), kept only when the
     #: file gives the same outputs; off: dense tensors as litert-torch writes them.
     options: ClassVar[dict[str, tuple[str, ...] | None]] = {"sparse_weights": ("auto", "off")}
-    backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.exporters.torch_backend:export_tflite"}
+    backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.exporters.torch_backend:export_tflite",
+        "keras": "edgecompress.exporters.keras_backend:export_tflite",
+    }

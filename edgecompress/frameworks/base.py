@@ -88,6 +88,8 @@ def fit_options(config: Any, *, data: DataSpec, description: str, **extra: Any) 
 
 class FrameworkAdapter(Protocol):
     name: str
+    #: The suffix of the file `save` writes (the build's `model<suffix>`), e.g. ".pt2", ".keras".
+    model_suffix: str
     #: Training examples `fit` has processed so far (each epoch counts its images again): the run reports
     #: images/s per stage from it.
     trained_images: int = 0

@@ -46,6 +46,7 @@ class TorchAdapter(FrameworkAdapter):
     """The FrameworkAdapter for PyTorch models (`nn.Module`, torch.export programs, TorchScript)."""
 
     name = "torch"
+    model_suffix = ".pt2"
 
     # ------------------------------------------------------------------------------------------ loading
 

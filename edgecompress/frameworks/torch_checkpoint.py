@@ -5,7 +5,7 @@ module object is pickled instead. Loading a pickle executes code: these files ar
 beside the user's output directory and read back only by `build --resume`.
 
 Classes defined in a recipe's model file live in a module whose name changes from process to process
-(`torch_loading._from_python_entry`), so they are pickled by file path and looked up, when loaded, in the
+(`entries.import_entry`), so they are pickled by file path and looked up, when loaded, in the
 module the build imported from that file (a resumed build loads the recipe's model first).
 """
 
@@ -17,10 +17,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from edgecompress.entries import FILE_MODULE_PREFIX
 from edgecompress.errors import ModelError
-
-#: The prefix of the module names `torch_loading` gives the model files it imports.
-FILE_MODULE_PREFIX = "_edgecompress_model_"
 
 
 def save_module(model: Any, path: Path) -> None:

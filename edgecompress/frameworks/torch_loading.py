@@ -13,12 +13,10 @@ inside the functions, so importing this module stays light.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecompress.entries import import_entry, one_line
 from edgecompress.errors import ModelError, RecipeError
 from edgecompress.recipe import resolve_path
 
@@ -61,12 +59,6 @@ def load_model(spec: ModelSpec, recipe_path: Path) -> Any:
     return model.eval()
 
 
-def one_line(exc: BaseException) -> str:
-    """'ErrorType: first line of the message', for one-line error reports."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 # ------------------------------------------------------------------------------------------ sources
 
 
@@ -74,36 +66,7 @@ def _from_python_entry(target: str, function: str, kwargs: dict[str, Any], recip
     import torch
     from torch import nn
 
-    if target.endswith(".py"):
-        path = resolve_path(target, recipe_path)
-        if not path.is_file():
-            raise RecipeError(f"model.source: file not found: {target}")
-        where = str(path)
-        name = f"_edgecompress_model_{path.stem}_{abs(hash(str(path.resolve()))):x}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module  # classes defined in the file stay importable (export, copy, inspect)
-        sys.path.insert(0, str(path.parent))  # so the file can import its neighbours
-        try:
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
-            sys.modules.pop(name, None)
-            raise ModelError(f"{where}: importing the file failed: {one_line(exc)}") from exc
-        finally:
-            sys.path.remove(str(path.parent))
-    else:
-        where = target
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as exc:
-            if exc.name and target.startswith(exc.name):
-                raise RecipeError(f"model.source: module not found: {target}") from None
-            raise ModelError(f"{target}: importing the module failed: {one_line(exc)}") from exc
-        except Exception as exc:
-            raise ModelError(f"{target}: importing the module failed: {one_line(exc)}") from exc
-    factory = getattr(module, function, None)
-    if not callable(factory):
-        raise RecipeError(f"model.source: {where} has no function '{function}'")
+    factory, where = import_entry(target, function, recipe_path, key="model.source")
     try:
         # Fresh weights are the same on every run (torch seeds its generator differently per process);
         # the forked generator leaves the caller's random state untouched.
@@ -114,7 +77,11 @@ def _from_python_entry(target: str, function: str, kwargs: dict[str, Any], recip
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ModelError(f"{where}: {function}({args}) failed: {one_line(exc)}") from exc
     if not isinstance(model, nn.Module):
-        raise ModelError(f"{where}: {function}() returned {type(model).__name__}, not a torch.nn.Module")
+        keras = type(model).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+        hint = " (a Keras model: set model.framework: keras in the recipe)" if keras else ""
+        raise ModelError(
+            f"{where}: {function}() returned {type(model).__name__}, not a torch.nn.Module{hint}"
+        )
     return model
 
 

@@ -3,22 +3,18 @@ and a polynomial plan reaches its sparsity over the fit (Zhu & Gupta 2017, cubic
 
 The masks are re-applied to the weights after each step (exact whatever the optimizer's momentum or decay
 does). Each layer ramps to its own sparsity in the plan (with global ranking, the shares the prune stage
-allocated on the trained weights, so the files are checked against what the ramp reached). A ramp ends before the last epoch when there are several (so the best-epoch choice sees full-sparsity
-epochs only) and updates the masks `UPDATES` times; an update never revives a zero (new mask AND old).
+allocated on the trained weights, so the files are checked against what the ramp reached), on the schedule
+of `sparsity.MaskRamp`; an update never revives a zero (new mask AND old).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from edgecompress.errors import ModelError
-from edgecompress.sparsity import LayerPattern, keep_mask
-
-#: Mask updates over a polynomial ramp.
-UPDATES = 32
+from edgecompress.sparsity import LayerPattern, MaskRamp, keep_mask
 
 
 class TorchMasks:
@@ -37,28 +33,20 @@ class TorchMasks:
                     f"sparsity: the layer {name} of the prune stage's plan is not in the model any more"
                 )
             self.layers[name] = (module.weight, LayerPattern.from_json(data))
-        self.ramp_end = 0
-        if plan.get("ramp"):
-            epochs = max(steps // max(steps_per_epoch, 1), 1)
-            self.ramp_end = steps - steps_per_epoch if epochs > 1 else steps
-            self.ramp_end = max(self.ramp_end, 1)
-        count = min(UPDATES, self.ramp_end)
-        self.updates = (
-            sorted({math.ceil(k * self.ramp_end / count) for k in range(1, count + 1)}) if count else []
-        )
+        self.ramp = MaskRamp(plan, steps=steps, steps_per_epoch=steps_per_epoch)
         self.masks = {name: (w.detach() != 0).cpu() for name, (w, _) in self.layers.items()}
         self._placed: dict[str, Any] = {}
 
     def settled(self, step: int) -> bool:
-        return step >= self.ramp_end
+        return self.ramp.settled(step)
 
     def after_step(self, step: int) -> None:
         """Update the masks when the ramp says so, then zero the masked weights."""
         import torch
 
-        if self.updates and step == self.updates[0]:
-            self.updates.pop(0)
-            self._update(1.0 - (1.0 - step / self.ramp_end) ** 3)
+        fraction = self.ramp.fraction(step)
+        if fraction is not None:
+            self._update(fraction)
         with torch.no_grad():
             for name, (w, _) in self.layers.items():
                 mask = self._placed.get(name)

@@ -57,6 +57,11 @@ class Stage:
     def precheck(self, model: Any, ctx: RunContext, index: int) -> None:
         """Before any stage runs: input errors found only with the model in hand (RecipeError). None here."""
 
+    def unsupported(self, framework: str) -> tuple[str, str] | None:
+        """(config key, why) when this configuration asks for something the framework's backend lacks, found
+        by `validate` before any training; None here."""
+        return None
+
     def apply(self, model: Any, ctx: RunContext) -> Any:
         """Run the stage through the backend for the model's framework; return the new model."""
         from edgecompress.registry import resolve_backend

@@ -92,7 +92,7 @@ def _quantized(src: Path, name: str, recipe_name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from edgecompress.exporters.torch_backend import float16_weights
+    from edgecompress.exporters.tflite_write import float16_weights
 
     tmp = tmp_path_factory.mktemp("sparse")
     fp32 = _tflite(tmp, "fp32", block=1)

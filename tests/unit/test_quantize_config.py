@@ -16,7 +16,7 @@ BASE = BASE_RECIPE
 
 def test_registry_and_defaults():
     assert STAGES.get("quantize") is QuantizeStage
-    assert QuantizeStage.compresses and set(QuantizeStage.backends) == {"torch"}
+    assert QuantizeStage.compresses and set(QuantizeStage.backends) == {"torch", "keras"}
     c = QuantizeConfig()
     assert (c.mode, c.epochs, c.distill, c.calibration_samples, c.keep_float) == ("qat", 3, True, 256, [])
     assert c.freeze_observers_after is None and c.freeze_bn_after is None

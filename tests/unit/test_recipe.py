@@ -134,10 +134,21 @@ def test_missing_model_file_named_with_line(write_recipe):
         load_recipe(path)
 
 
-def test_keras_model_rejected_until_supported(write_recipe):
+def test_keras_model_file_must_exist(write_recipe):
     path = write_recipe(BASE.replace(f"{EXAMPLES}:tiny_cnn", "model.keras"))
-    with pytest.raises(RecipeError, match="keras models are not supported yet"):
+    with pytest.raises(RecipeError, match=r"model\.source: file not found: model\.keras"):
         load_recipe(path)
+
+
+def test_keras_has_no_precision_planner_yet(write_recipe, tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"")
+    text = BASE.replace(f"{EXAMPLES}:tiny_cnn", "model.keras") + (
+        "stages: [{type: quantize, mode: ptq}]\nexport: [{format: tflite, precision: auto}]\n"
+    )
+    with pytest.raises(
+        RecipeError, match=r"export\.0\.precision: precision plans .* keras models do not have"
+    ):
+        load_recipe(write_recipe(text))
 
 
 BUDGET = "stages:\n  - {type: prune, criterion: taylor, latency: %s}\nexport: [{format: tflite}]\n"

@@ -64,5 +64,5 @@ def test_runners_and_frameworks_import():
 
 
 def test_resolve_backend_unknown_framework():
-    with pytest.raises(BackendUnavailable, match="no keras backend"):
-        resolve_backend(STAGES.get("prune"), "keras")
+    with pytest.raises(BackendUnavailable, match="no jax backend"):
+        resolve_backend(STAGES.get("prune"), "jax")

@@ -48,7 +48,10 @@ class DistillStage(Stage):
 
     name = "distill"
     Config = DistillConfig
-    backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.distill.stage:distill_backend"}
+    backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.distill.stage:distill_backend",
+        "keras": "edgecompress.stages.distill.stage:distill_backend",
+    }
 
 
 def distill_backend(model: Any, config: DistillConfig, ctx: RunContext) -> Any:

@@ -373,7 +373,10 @@ class PruneStage(Stage):
 
     name = "prune"
     Config = PruneConfig
-    backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_backend:prune"}
+    backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.prune.torch_backend:prune",
+        "keras": "edgecompress.stages.prune.keras_backend:prune",
+    }
 
     def precheck(self, model: Any, ctx: Any, index: int) -> None:
         """Before any training, recipe errors (exit 2): a latency budget the model cannot reach; a pattern's
@@ -385,13 +388,34 @@ class PruneStage(Stage):
         if self.config.pattern:
             import_object(self.pattern_prechecks[ctx.framework])(model, self.config, ctx, index)
 
+    def unsupported(self, framework: str) -> tuple[str, str] | None:
+        """Latency budgets and round_to auto stand on the latency model, precrop on its own backend: per
+        framework, only where those exist."""
+        c = self.config
+        if c.latency and framework not in self.prechecks:
+            return (
+                "latency",
+                f"latency budgets need the latency model, which {framework} models do not have yet",
+            )
+        if c.round_to == "auto" and framework not in self.planners:
+            return "round_to", (
+                f"round_to auto needs the latency model, which {framework} models do not have yet; give an integer"
+            )
+        if c.method == "precrop" and framework not in self.precrop_frameworks:
+            return "method", f"precrop is not available for {framework} models yet (method channel is)"
+        return None
+
+    #: Frameworks whose backend carries out method precrop.
+    precrop_frameworks: ClassVar[tuple[str, ...]] = ("torch",)
     prechecks: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:precheck"}
     pattern_prechecks: ClassVar[dict[str, str]] = {
-        "torch": "edgecompress.stages.prune.torch_sparsity:precheck"
+        "torch": "edgecompress.stages.prune.torch_sparsity:precheck",
+        "keras": "edgecompress.stages.prune.keras_sparsity:precheck",
     }
     #: The unpruned model exported as each latency budget's reference artifact, after the stages.
     references: ClassVar[dict[str, str]] = {
-        "torch": "edgecompress.stages.prune.torch_budget:reference_artifacts"
+        "torch": "edgecompress.stages.prune.torch_budget:reference_artifacts",
+        "keras": "edgecompress.stages.prune.keras_sparsity:reference_artifacts",
     }
     #: `edgecompress plan`: the width plan of a latency budget, without pruning.
     planners: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:plan_widths"}

@@ -13,25 +13,20 @@ target is kept.
 from __future__ import annotations
 
 import copy
-import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.errors import ModelError, RecipeError
+from edgecompress.errors import ModelError
 from edgecompress.frameworks.torch import count_macs, count_params, find_classifier
 from edgecompress.frameworks.torch_loading import one_line
+from edgecompress.stages.prune.channel_common import note_channel_pruning, search_ratio
+from edgecompress.stages.prune.pattern_plan import match_globs
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
     from edgecompress.stages.prune.stage import PruneConfig
-
-#: Bisection stops once a trial is at most this far under the target fraction.
-TARGET_TOLERANCE = 0.005
-#: A result this far under the target is reported as a warning.
-TARGET_WARNING = 0.03
-MAX_SEARCH_STEPS = 16
 
 
 def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
@@ -79,33 +74,15 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         ctx.adapter.check(model, ctx.input_shape, ctx.data.num_classes)
     except ModelError as exc:
         raise ModelError(f"prune: the pruned model does not run: {exc}") from exc
-    params_after, macs_after = count_params(model), count_macs(model, shape)
-    after = out_channels(model)
-    changed = {n: [c, after[n]] for n, c in channels_before.items() if n in after and after[n] != c}
-    unchanged = [n for n in after if n not in changed and n not in ignored]
-    if not changed:
-        ctx.ui.warn(
-            "prune: no channel was removed (every layer is ignored, too small, or below one round_to step)"
-        )
-    ctx.note("criterion", config.criterion)
-    ctx.note("global_ranking", config.global_ranking)
-    per_group = "precrop" if config.method == "precrop" else "latency budget"
-    ctx.note("ratio", round(ratio, 4) if ratio is not None else f"per group ({per_group})")
-    ctx.note("ignored", ignored)
-    ctx.note("params_before", params_before)
-    ctx.note("params_after", params_after)
-    ctx.note("macs_before", macs_before)
-    ctx.note("macs_after", macs_after)
-    ctx.note("macs_kept", round(macs_after / macs_before, 4) if macs_before else None)
-    ctx.note("params_kept", round(params_after / params_before, 4) if params_before else None)
-    ctx.note("channels", changed)
-    # Layers that kept their width although not ignored: coupled to an ignored layer, too narrow for
-    # round_to, or in a group Torch-Pruning skipped (it never empties one side of a concatenation).
-    ctx.note("unchanged", unchanged)
-    how = f"ratio {ratio:.3f}" if ratio is not None else per_group
-    ctx.ui.info(
-        f"prune: {how}, MACs {macs_before:,} -> {macs_after:,} ({macs_after / max(macs_before, 1):.1%}), "
-        f"params {params_before:,} -> {params_after:,}, {len(changed)} layers narrowed"
+    note_channel_pruning(
+        ctx,
+        config,
+        ratio=ratio,
+        ignored=ignored,
+        params=(params_before, count_params(model)),
+        macs=(macs_before, count_macs(model, shape)),
+        before=channels_before,
+        after=out_channels(model),
     )
     return model.eval()
 
@@ -132,12 +109,12 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
             "prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no BatchNorm; use l1, l2 or taylor"
         )
 
-    ignored = list(_match(config.ignore, layers, "ignore"))
+    ignored = list(match_globs(config.ignore, layers, "ignore"))
     if config.ignore_classifier:
         classifier = find_classifier(model, shape, ctx.data.num_classes)
         if classifier is not None and classifier not in ignored:
             ignored.append(classifier)
-    assigned = _match(config.layer_ratios, layers, "layer_ratios")
+    assigned = match_globs(config.layer_ratios, layers, "layer_ratios")
     layer_ratios = {
         pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios
     }
@@ -322,36 +299,14 @@ def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) 
 
 
 def _search(model: Any, plan: _Plan, target: float, measure: Any, what: str) -> tuple[float, Any]:
-    """Bisection on the ratio: the least pruning that keeps at most `target` of the baseline measure."""
+    """Bisection on the ratio (`channel_common.search_ratio`), each trial pruning a copy."""
 
     def trial(ratio: float) -> tuple[Any, float]:
         candidate = copy.deepcopy(model)
         plan.apply(candidate, ratio)
         return candidate, measure(candidate)
 
-    lo, hi = 0.0, 0.95
-    best, kept = trial(hi)
-    if kept > target:
-        raise ModelError(
-            f"prune: cannot keep only {target:.0%} of the {what}: pruning at ratio {hi} still keeps {kept:.1%} "
-            "(ignored layers, the classifier, max_layer_ratio or round_to limit it); raise the target"
-        )
-    for _ in range(MAX_SEARCH_STEPS):
-        if target - kept <= TARGET_TOLERANCE or hi - lo < 1e-3:
-            break
-        mid = (lo + hi) / 2
-        candidate, fraction = trial(mid)
-        if fraction <= target:
-            hi, best, kept = mid, candidate, fraction
-        else:
-            lo = mid
-    plan.ctx.ui.debug(f"prune: ratio {hi:.4f} keeps {kept:.4f} of the {what} (target {target})")
-    if target - kept > TARGET_WARNING:
-        plan.ctx.ui.warn(
-            f"prune: the closest ratio keeps {kept:.1%} of the {what}, under the target {target:.0%} "
-            "(few channels per layer or a coarse round_to make the steps large)"
-        )
-    return hi, best
+    return search_ratio(trial, target, what, plan.ctx.ui)
 
 
 def _pruner_class() -> type:
@@ -389,23 +344,3 @@ def out_channels(model: Any) -> dict[str, int]:
         elif isinstance(m, nn.Linear):
             out[name] = m.out_features
     return out
-
-
-def _match(patterns: Any, names: list[str], key: str) -> dict[str, str]:
-    """Layer name -> the first glob that matches it (or one of its parent modules). Every glob must match."""
-    found: dict[str, str] = {}
-    for pattern in patterns:
-        hits = [n for n in names if _matches(pattern, n)]
-        if not hits:
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise RecipeError(
-                f"prune.{key}: '{pattern}' matches no conv or linear layer; the layers are: {shown}"
-            )
-        for n in hits:
-            found.setdefault(n, pattern)
-    return found
-
-
-def _matches(pattern: str, name: str) -> bool:
-    parts = name.split(".")
-    return any(fnmatch.fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))

@@ -55,7 +55,8 @@ import numpy as np
 from edgecompress.errors import ModelError
 from edgecompress.frameworks.torch import count_macs, count_params
 from edgecompress.stages.prune import torch_widths
-from edgecompress.stages.prune.torch_backend import TARGET_TOLERANCE, TARGET_WARNING, out_channels
+from edgecompress.stages.prune.channel_common import TARGET_TOLERANCE, TARGET_WARNING
+from edgecompress.stages.prune.torch_backend import out_channels
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext

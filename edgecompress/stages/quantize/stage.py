@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from edgecompress.errors import RecipeError
 from edgecompress.stages.base import Stage, StageConfig, TrainDevice
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgecompress.context import RunContext
 
 WEIGHT_SCHEME = "int8 symmetric per output channel (range -127..127)"
 ACTIVATION_SCHEME = "int8 per tensor (affine, -128..127)"
@@ -122,8 +128,64 @@ class QuantizeStage(Stage):
 
     name = "quantize"
     Config = QuantizeConfig
-    backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.quantize.torch_backend:quantize"}
+    backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.quantize.torch_backend:quantize",
+        "keras": "edgecompress.stages.quantize.keras_backend:quantize",
+    }
+    #: Frameworks whose QAT can freeze its observers / BatchNorm statistics, and whose PTQ can keep layers float.
+    freezing_frameworks: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def unsupported(self, framework: str) -> tuple[str, str] | None:
+        c = self.config
+        if framework in self.freezing_frameworks:
+            return None
+        for key in ("freeze_observers_after", "freeze_bn_after"):
+            if getattr(c, key) is not None:
+                return (
+                    key,
+                    f"not available for {framework} models (TFMOT updates its ranges and folds BatchNorm itself)",
+                )
+        if c.mode == "ptq" and c.keep_float:
+            return "keep_float", (
+                f"{framework} post-training quantization (the TFLite converter's) cannot keep chosen layers float; "
+                "use mode: qat"
+            )
+        return None
+
     #: Per framework, the module the precision planner (`edgecompress/precision.py`) derives export graphs
     #: with: plan_ops(model), plan_layers(model, input_shape), derive(model, plan, input_shape=...),
     #: openvino_placement(model).
     plan_backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.quantize.torch_derive"}
+
+
+def calibration_images(ctx: RunContext, count: int) -> np.ndarray:
+    """The first `count` calibration images; RecipeError if the split is empty or does not fit the model."""
+    split = ctx.data.calibration
+    shape = list(ctx.input_shape[1:])
+    if len(split) == 0:
+        raise RecipeError(
+            "quantize: the calibration split is empty; set data.split.calibration to the number of training "
+            "images to calibrate on (e.g. 256)"
+        )
+    import numpy as np
+
+    x = np.asarray(split.x)
+    if list(x.shape[1:]) != shape or x.dtype != np.float32:
+        raise RecipeError(
+            f"quantize: calibration images are {x.dtype} of shape {list(x.shape[1:])}; the model takes "
+            f"float32 of shape {shape} (model.input_shape without the batch)"
+        )
+    if len(x) < count:
+        ctx.ui.warn(f"quantize: calibration_samples = {count}, but the calibration split has {len(x)} images")
+    return np.ascontiguousarray(x[:count])
+
+
+def qat_teacher(config: QuantizeConfig, ctx: RunContext, float_model: Any) -> Any:
+    """QAT's distillation teacher when `config.distill`: the model as it entered the first compressing stage,
+    else (none ran) a copy of the float model before QAT, with a warning; None without distillation."""
+    if not config.distill:
+        return None
+    if ctx.teacher is not None:
+        return ctx.teacher
+    ctx.ui.warn("quantize: no compressing stage ran before it; the teacher is the float model before QAT")
+    return ctx.adapter.copy(float_model)

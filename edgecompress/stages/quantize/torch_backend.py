@@ -29,7 +29,12 @@ from torch import nn
 from edgecompress.errors import ModelError, RecipeError
 from edgecompress.exporters.conversion import native_stderr_captured
 from edgecompress.frameworks.torch_loading import one_line
-from edgecompress.stages.quantize.stage import ACTIVATION_SCHEME, WEIGHT_SCHEME
+from edgecompress.stages.quantize.stage import (
+    ACTIVATION_SCHEME,
+    WEIGHT_SCHEME,
+    calibration_images,
+    qat_teacher,
+)
 from edgecompress.stages.quantize.torch_annotation import make_quantizer
 
 if TYPE_CHECKING:
@@ -167,26 +172,6 @@ def match_keep_float(model: nn.Module, patterns: list[str]) -> tuple[str, ...]:
         )
     # A name inside another kept name adds nothing; report the outermost ones.
     return tuple(n for n in matched if not any(n.startswith(f"{o}.") for o in matched if o != n))
-
-
-def calibration_images(ctx: RunContext, count: int) -> np.ndarray:
-    """The first `count` calibration images; RecipeError if the split is empty or does not fit the model."""
-    split = ctx.data.calibration
-    shape = list(ctx.input_shape[1:])
-    if len(split) == 0:
-        raise RecipeError(
-            "quantize: the calibration split is empty; set data.split.calibration to the number of training "
-            "images to calibrate on (e.g. 256)"
-        )
-    x = np.asarray(split.x)
-    if list(x.shape[1:]) != shape or x.dtype != np.float32:
-        raise RecipeError(
-            f"quantize: calibration images are {x.dtype} of shape {list(x.shape[1:])}; the model takes "
-            f"float32 of shape {shape} (model.input_shape without the batch)"
-        )
-    if len(x) < count:
-        ctx.ui.warn(f"quantize: calibration_samples = {count}, but the calibration split has {len(x)} images")
-    return np.ascontiguousarray(x[:count])
 
 
 def _export(model: nn.Module, ctx: RunContext, *, train: bool) -> torch.fx.GraphModule:
@@ -347,14 +332,7 @@ def _fine_tune(prepared: PT2EModule, float_model: Any, config: QuantizeConfig, c
     when `config.distill`), freezing observers / BatchNorm statistics at the start of the given epochs."""
     from edgecompress.frameworks.base import fit_options
 
-    teacher = None
-    if config.distill:
-        teacher = ctx.teacher
-        if teacher is None:
-            ctx.ui.warn(
-                "quantize: no compressing stage ran before it; the teacher is the float model before QAT"
-            )
-            teacher = ctx.adapter.copy(float_model)
+    teacher = qat_teacher(config, ctx, float_model)
 
     def on_epoch_start(epoch: int, model: Any) -> None:
         if config.freeze_observers_after is not None and epoch >= config.freeze_observers_after:

@@ -40,7 +40,10 @@ class TrainStage(Stage):
     name = "train"
     Config = TrainConfig
     compresses = False
-    backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.train.stage:fit_backend"}
+    backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.train.stage:fit_backend",
+        "keras": "edgecompress.stages.train.stage:fit_backend",
+    }
 
 
 def fit_backend(model: Any, config: TrainConfig, ctx: RunContext) -> Any:

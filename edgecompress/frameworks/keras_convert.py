@@ -1,0 +1,56 @@
+"""Keras model -> `.tflite` with TensorFlow's converter, at a fixed batch-1 input (as every edgecompress
+artifact has): float32, or int8 (a TFMOT QAT model's learnt ranges, or post-training calibration on images).
+
+int8 models are full-integer inside (int8 weights per output channel, int8 activations per tensor, every op
+an int8 kernel or the conversion fails) with a float32 input and output behind QUANTIZE/DEQUANTIZE ops, so
+they are fed like the float ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from edgecompress.entries import one_line
+from edgecompress.errors import ModelError
+from edgecompress.frameworks import keras_env
+
+
+def to_tflite(
+    model: Any,
+    input_shape: list[int],
+    *,
+    int8: bool = False,
+    calibration: np.ndarray | None = None,
+    full_integer: bool = True,
+) -> bytes:
+    """The model as `.tflite` bytes with a [1, ...] float32 input. `int8` with `calibration` images: PTQ of a
+    float model (the converter's representative dataset; a QAT model keeps its learnt ranges, the images only
+    cover tensors without one)."""
+    tf = keras_env.tf()
+    spec = tf.TensorSpec([1, *input_shape[1:]], tf.float32, name="input")
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if calibration is not None:
+
+            def representative() -> Iterator[list[np.ndarray]]:
+                for image in np.ascontiguousarray(calibration, dtype=np.float32):
+                    yield [image[None]]
+
+            converter.representative_dataset = representative
+        if full_integer:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:
+        what = "int8 conversion" if int8 else "conversion"
+        hint = (
+            " (an op without an int8 kernel: keep its layer float with quantize.keep_float)"
+            if int8 and full_integer
+            else ""
+        )
+        raise ModelError(f"TFLite {what} of the Keras model failed{hint}: {one_line(exc)}") from exc

@@ -1,0 +1,204 @@
+"""Keras backend of `quantize`: TFMOT quantization-aware training, or post-training quantization by the TFLite
+converter on the calibration split; both end as one full-integer int8 `.tflite` (float32 input and output).
+
+- qat: `tfmot.quantization.keras.quantize_apply` wraps the layers in fake quantization (8-bit, weights per
+  output channel, activations per tensor: the same scheme as the PyTorch path and TFLite's int8 kernels) and
+  the model is fine-tuned through the adapter's loop, with distillation from the teacher when `distill`. A
+  sparse model (after a pattern-sparsity stage) is quantized with TFMOT's prune-preserving scheme
+  (`Default8BitPrunePreserveQuantizeScheme`), so its zero weights stay zero through QAT; the build reads them
+  back from the exported files. The converter takes the learnt ranges.
+- ptq: the float model converted with the calibration images as the converter's representative dataset.
+
+The result (`frameworks.keras.KerasQuantized`) holds the int8 .tflite; the int8 exports are that file (TFLite)
+and OpenVINO's reading of it, so both runtimes run one quantized model with the same scales.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecompress.entries import one_line
+from edgecompress.errors import ModelError, RecipeError
+from edgecompress.exporters.conversion import native_stderr_captured
+from edgecompress.frameworks import keras_env
+from edgecompress.frameworks.keras import KerasQuantized
+from edgecompress.frameworks.keras_convert import to_tflite
+from edgecompress.stages.quantize.stage import (
+    ACTIVATION_SCHEME,
+    WEIGHT_SCHEME,
+    calibration_images,
+    qat_teacher,
+)
+
+if TYPE_CHECKING:
+    from edgecompress.context import RunContext
+    from edgecompress.stages.quantize.stage import QuantizeConfig
+
+
+def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuantized:
+    """Quantize `model` as `config` says (see the module docstring); sets `ctx.quantization` and records the
+    mode, schemes, calibration images, layers kept float, int8 weight tensors and validation accuracy before
+    and after in the run notes."""
+    from edgecompress.exporters.tflite_int8 import weight_dtypes
+    from edgecompress.sparsity import latest_plan
+
+    if isinstance(model, KerasQuantized) or ctx.quantization is not None:
+        raise RecipeError("quantize: the model is already quantized; give one 'quantize' stage")
+    images = calibration_images(ctx, config.calibration_samples)
+    float_layers = _keep_float(model, config)
+    sparse = latest_plan(ctx.notes) is not None
+    ctx.note("mode", config.mode)
+    ctx.note("weights", WEIGHT_SCHEME)
+    ctx.note("activations", ACTIVATION_SCHEME)
+    ctx.note("calibration_samples", len(images))
+    ctx.note("keep_float", list(float_layers))
+    val_before = ctx.adapter.accuracy(model, ctx.data.val) if len(ctx.data.val) else float("nan")
+    if config.mode == "qat":
+        scheme = "TFMOT prune-preserving 8-bit QAT" if sparse else "TFMOT default 8-bit QAT"
+        qat_model = _qat_model(model, float_layers, sparse=sparse)
+        _observe(qat_model, images)
+        qat_model = _fine_tune(qat_model, model, config, ctx)
+        with (
+            ctx.ui.progress("quantize: int8 conversion (TFLite converter)", total=1) as task,
+            native_stderr_captured(ctx.ui),
+        ):
+            content = to_tflite(
+                qat_model, ctx.input_shape, int8=True, calibration=images, full_integer=not float_layers
+            )
+            task.advance()
+        result = KerasQuantized(qat_model, content, "qat", scheme, float_layers)
+    else:
+        scheme = "TFLite converter post-training int8 (representative dataset: the calibration split)"
+        with (
+            ctx.ui.progress("quantize: int8 calibration and conversion (TFLite converter)", total=1) as task,
+            native_stderr_captured(ctx.ui),
+        ):
+            content = to_tflite(model, ctx.input_shape, int8=True, calibration=images)
+            task.advance()
+        result = KerasQuantized(ctx.adapter.copy(model), content, "ptq", scheme)
+    weights = weight_dtypes(content)
+    if not weights.get("INT8"):
+        raise ModelError(
+            f"quantize: the TFLite converter wrote no int8 weights (weight tensors: {weights or 'none'})"
+        )
+    ctx.quantization = result
+    ctx.note("scheme", scheme)
+    ctx.note("quantized_weight_ops", weights["INT8"])
+    ctx.note("float_weight_ops", sum(weights.values()) - weights["INT8"])
+    ctx.note("val_accuracy_float", round(val_before, 4))
+    if len(ctx.data.val):
+        ctx.note("val_accuracy_int8", round(ctx.adapter.accuracy(result, ctx.data.val), 4))
+    return result
+
+
+def _keep_float(model: Any, config: QuantizeConfig) -> tuple[str, ...]:
+    """The layers `keep_float` names (globs over layer names); RecipeError for a glob matching none."""
+    if not config.keep_float:
+        return ()
+    names = [layer.name for layer in model.layers]
+    kept = []
+    for glob in config.keep_float:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, glob)]
+        if not matched:
+            raise RecipeError(
+                f"quantize.keep_float: '{glob}' matches no layer of the model; layers: {', '.join(names[:12])}"
+                + (" ..." if len(names) > 12 else "")
+            )
+        kept += [n for n in matched if n not in kept]
+    return tuple(kept)
+
+
+def _qat_model(model: Any, float_layers: tuple[str, ...], *, sparse: bool) -> Any:
+    """TFMOT's QAT model of `model`: every layer annotated but `float_layers`, the default 8-bit scheme (the
+    prune-preserving one for a sparse model). ModelError naming the layer TFMOT rejects."""
+    keras = keras_env.keras()
+    tfmot = keras_env.tfmot()
+    q = tfmot.quantization.keras
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise ModelError(
+            f"quantize: {type(model).__name__} is a subclassed Keras model; TFMOT's QAT needs a functional or "
+            "Sequential model (rebuild it with the functional API), or use mode: ptq"
+        )
+
+    def annotate(layer: Any) -> Any:
+        if layer.name in float_layers or isinstance(layer, keras.layers.InputLayer):
+            return layer.__class__.from_config(layer.get_config())
+        return q.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()))
+
+    try:
+        annotated = keras.models.clone_model(model, clone_function=annotate)
+        annotated.set_weights(model.get_weights())
+        if sparse:
+            scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+            with q.quantize_scope():
+                return q.quantize_apply(annotated, scheme)
+        with q.quantize_scope():
+            return q.quantize_apply(annotated)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(
+            f"quantize: TFMOT cannot quantize this model: {one_line(exc)} — keep that layer float with "
+            "quantize.keep_float: [<layer name>], or use mode: ptq"
+        ) from exc
+
+
+def _observe(qat_model: Any, images: np.ndarray) -> None:
+    """Activation ranges calibrated on the calibration images before QAT: TFMOT's moving-average quantizers
+    start at [-6, 6] and move by 0.1% per training step (ema_decay 0.999), so a short QAT would train against
+    ranges the activations never fill. Here each such quantizer's range becomes the min/max its tensor takes
+    over the images (TFMOT's update called with decay 0, chunk by chunk, combined); BatchNorm's running
+    statistics, which the training-mode passes move, are put back."""
+    keras_env.tfmot()  # TensorFlow set up for tf_keras before TFMOT's module below is imported
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    saved = [(v, v.numpy()) for v in qat_model.non_trainable_variables if "moving_" in v.name]
+    original = quant_ops.MovingAvgQuantize
+    seen: dict[int, Any] = {}
+
+    def calibrating(inputs: Any, min_var: Any, max_var: Any, **kwargs: Any) -> Any:
+        kwargs["ema_decay"] = 0.0  # the range of this chunk
+        seen[id(min_var)], seen[id(max_var)] = min_var, max_var
+        return original(inputs, min_var, max_var, **kwargs)
+
+    low: dict[int, np.ndarray] = {}
+    high: dict[int, np.ndarray] = {}
+    quant_ops.MovingAvgQuantize = calibrating
+    try:
+        for start in range(0, len(images), 32):
+            qat_model(images[start : start + 32], training=True)
+            for key, var in seen.items():
+                value = var.numpy()
+                if var.name.endswith("_min:0"):
+                    low[key] = np.minimum(low.get(key, value), value)
+                else:
+                    high[key] = np.maximum(high.get(key, value), value)
+    finally:
+        quant_ops.MovingAvgQuantize = original
+    for key, value in {**low, **high}.items():
+        seen[key].assign(value)
+    for variable, value in saved:
+        variable.assign(value)
+
+
+def _fine_tune(qat_model: Any, float_model: Any, config: QuantizeConfig, ctx: RunContext) -> Any:
+    """QAT through the adapter's loop, with distillation from the teacher when `config.distill`."""
+    from edgecompress.frameworks.base import fit_options
+    from edgecompress.sparsity import training_plan
+
+    teacher = qat_teacher(config, ctx, float_model)
+    options = fit_options(
+        config,
+        data=ctx.recipe.data,
+        description="quantize (qat)",
+        teacher=teacher,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        # a sparse model's zeros held exactly (the prune-preserving scheme keeps them in the fake-quantized
+        # weights; these masks keep the float kernels the converter reads at zero too)
+        sparsity=training_plan(ctx.notes, [s.type for s in ctx.recipe.stages], ctx.current_stage),
+    )
+    ctx.note("epochs", config.epochs)
+    ctx.note("distill", bool(teacher is not None))
+    return ctx.adapter.fit(qat_model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)

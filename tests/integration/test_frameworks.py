@@ -1,0 +1,199 @@
+"""The behaviour of stages and exports, written once and run for every framework (a template test with a
+subclass per framework, as NNCF does): loading, training, distillation, copies, pattern sparsity held
+through training, channel pruning, int8 quantization, the exports on their runtimes (loaded outside
+edgecompress) and stage checkpoints. Tiny models on 16x16 digits, so each framework's run stays short.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from edgecompress.console import UI
+from edgecompress.exporters.parity import compare_logits, run_artifact
+from edgecompress.frameworks.base import FitOptions
+from edgecompress.pipeline import load_context
+from edgecompress.recipe import parse_recipe
+from edgecompress.registry import EXPORTERS
+from edgecompress.stages.base import run_stage
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _recipe(model: str, layout: str, stages: str, export: str) -> str:
+    return f"""\
+name: template
+seed: 0
+model: {model}
+data: {{dataset: digits, image_size: [16, 16], channels: 1, layout: {layout}, batch_size: 64}}
+stages: {stages}
+export: {export}
+devices: [desktop]
+"""
+
+
+class FrameworkContract:
+    """One framework's run of the contract; subclasses name the model and its layout."""
+
+    framework: ClassVar[str]
+    model: ClassVar[str]  # the recipe's model section (flow YAML)
+    layout: ClassVar[str]
+
+    @pytest.fixture(scope="class")
+    def trained(self, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+        """(ctx, model): the tiny model trained 6 epochs; tests take copies."""
+        root = tmp_path_factory.mktemp(self.framework)
+        ctx, model = self.context(root, stages="[]", export="[{format: tflite, precision: fp32}]")
+        model = ctx.adapter.fit(model, ctx.data, FitOptions(epochs=6, lr=5e-3), seed=0, ui=ctx.ui)
+        return ctx, model
+
+    def context(self, root: Path, *, stages: str, export: str) -> tuple[Any, Any]:
+        path = root / "recipe.yaml"
+        path.write_text(_recipe(self.model, self.layout, stages, export))
+        recipe = parse_recipe(path.read_text(), source=str(path), base_dir=root)
+        ctx, model = load_context(recipe, path, workdir=root / "work", ui=UI(verbosity=0))
+        assert ctx.framework == self.framework
+        return ctx, model
+
+    def stage_ctx(
+        self, trained: tuple[Any, Any], tmp_path: Path, stages: str, export: str
+    ) -> tuple[Any, Any]:
+        """A fresh context with `stages`/`export` and a copy of the trained model."""
+        ctx, _ = self.context(tmp_path, stages=stages, export=export)
+        return ctx, ctx.adapter.copy(trained[1])
+
+    # ------------------------------------------------------------------------------------------ behaviours
+
+    def test_loads_measures_and_trains(self, trained):
+        ctx, model = trained
+        stats = ctx.adapter.stats(model, ctx.input_shape)
+        assert stats.params > 0 and stats.macs > 0
+        layers = ctx.adapter.layers(model, ctx.input_shape)
+        assert any(layer.prunable for layer in layers) and any(not layer.prunable for layer in layers)
+        assert ctx.adapter.accuracy(model, ctx.data.test) > 0.5  # 10 classes: chance is 0.1
+        assert ctx.adapter.trained_images >= 6 * (len(ctx.data.train) - 64)
+
+    def test_copy_is_independent(self, trained, tmp_path):
+        ctx, model = trained
+        copy = ctx.adapter.copy(model)
+        x = ctx.data.test.x[:8]
+        before = ctx.adapter.predict(model, x)
+        np.testing.assert_array_equal(ctx.adapter.predict(copy, x), before)
+        ctx.adapter.fit(copy, ctx.data, FitOptions(epochs=1, lr=1e-2, keep_best=False), seed=1, ui=ctx.ui)
+        np.testing.assert_array_equal(ctx.adapter.predict(model, x), before)
+        assert not np.array_equal(ctx.adapter.predict(copy, x), before)
+
+    def test_distillation_pulls_the_student_to_the_teacher(self, trained, tmp_path):
+        ctx, teacher = trained
+        student = self.context(tmp_path, stages="[]", export="[]")[1]  # untrained
+        options = FitOptions(epochs=4, lr=5e-3, teacher=teacher, temperature=4.0, alpha=1.0)
+        student = ctx.adapter.fit(student, ctx.data, options, seed=0, ui=ctx.ui)
+        agree = (
+            ctx.adapter.predict(student, ctx.data.test.x).argmax(1)
+            == ctx.adapter.predict(teacher, ctx.data.test.x).argmax(1)
+        ).mean()
+        assert agree > 0.5  # with alpha 1 only the teacher's soft targets taught it
+
+    def test_two_four_sparsity_is_held_through_training(self, trained, tmp_path):
+        ctx, model = self.stage_ctx(
+            trained, tmp_path, "[{type: prune, method: nm, n: 2, m: 4}, {type: distill, epochs: 2}]", "[]"
+        )
+        for i, config in enumerate(ctx.recipe.stages):
+            model = run_stage(config, i, model, ctx)
+        plan = ctx.notes[0]["sparsity_plan"]
+        assert plan["layers"], "2:4 applies to some layer"
+        weights = ctx.adapter.weights(model)
+        for name in plan["layers"]:
+            w = weights[name]  # canonical [out, in, kh, kw]: groups of 4 along the inputs
+            groups = np.moveaxis(w, 1, -1).reshape(-1, w.shape[1] // 4, 4)
+            assert ((groups != 0).sum(-1) <= 2).all(), name
+        assert ctx.adapter.accuracy(model, ctx.data.test) > 0.5
+
+    def test_channel_pruning_removes_channels(self, trained, tmp_path):
+        ctx, model = self.stage_ctx(
+            trained, tmp_path, "[{type: prune, method: channel, ratio: 0.5, round_to: 2}]", "[]"
+        )
+        before = ctx.adapter.stats(model, ctx.input_shape)
+        pruned = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        after = ctx.adapter.stats(pruned, ctx.input_shape)
+        assert after.macs <= 0.5 * before.macs and after.params < before.params
+        ctx.adapter.check(pruned, ctx.input_shape, ctx.data.num_classes)
+
+    @pytest.mark.parametrize("mode", ["ptq", "qat"])
+    def test_int8_exports_agree_and_load_outside(self, trained, tmp_path, mode):
+        stages = f"[{{type: quantize, mode: {mode}{', epochs: 1' if mode == 'qat' else ''}}}]"
+        export = "[{format: tflite, precision: int8}, {format: openvino, precision: int8}]"
+        ctx, model = self.stage_ctx(trained, tmp_path, stages, export)
+        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        reference = ctx.adapter.predict(quantized, ctx.data.test.x)
+        assert (reference.argmax(1) == ctx.data.test.y).mean() > 0.5
+        for spec in ctx.recipe.export:
+            artifact = EXPORTERS.get(spec.format)().export(quantized, spec, ctx, tmp_path / "out")
+            out = run_artifact(artifact, ctx.data.test.x, num_outputs=10, threads=1, ui=ctx.ui)
+            parity = compare_logits(out.logits, reference, ctx.data.test.y, execution_precision="int8")
+            assert parity.agreement >= 0.97, (spec.artifact_name, parity)
+            outside = _run_outside(artifact.path, ctx.data.test.x[:16])
+            np.testing.assert_allclose(outside, out.logits[:16], atol=1e-4)
+
+    def test_float_exports_match_the_model(self, trained, tmp_path):
+        export = "[{format: tflite, precision: fp32}, {format: openvino, precision: fp32}, {format: tflite, precision: fp16}]"
+        ctx, model = self.stage_ctx(trained, tmp_path, "[]", export)
+        reference = ctx.adapter.predict(model, ctx.data.test.x)
+        for spec in ctx.recipe.export:
+            artifact = EXPORTERS.get(spec.format)().export(model, spec, ctx, tmp_path / "out")
+            out = run_artifact(artifact, ctx.data.test.x, num_outputs=10, threads=1, ui=ctx.ui)
+            assert (out.logits.argmax(1) == reference.argmax(1)).mean() >= 0.99, spec.artifact_name
+            assert np.abs(out.logits - reference).max() < (0.05 if spec.precision == "fp16" else 1e-3)
+
+    def test_checkpoint_round_trip(self, trained, tmp_path):
+        ctx, model = trained
+        ctx.adapter.checkpoint_save(model, tmp_path / "model.ckpt")
+        again = ctx.adapter.checkpoint_load(tmp_path / "model.ckpt")
+        x = ctx.data.test.x[:16]
+        np.testing.assert_allclose(ctx.adapter.predict(again, x), ctx.adapter.predict(model, x), atol=1e-6)
+
+
+def _run_outside(path: Path, images: np.ndarray) -> np.ndarray:
+    """The artifact run by its runtime's own Python API, without edgecompress."""
+    if path.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path))
+        it.allocate_tensors()
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        rows = []
+        for image in images:
+            it.set_tensor(inp["index"], image[None].astype(np.float32))
+            it.invoke()
+            rows.append(it.get_tensor(out["index"])[0].copy())
+        return np.stack(rows)
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.stack([compiled(image[None])[0][0] for image in images])
+
+
+class TestTorch(FrameworkContract):
+    framework = "torch"
+    model = f"{{source: '{REPO / 'examples' / 'models.py'}:tiny_cnn', input_shape: [1, 1, 16, 16]}}"
+    layout = "NCHW"
+
+
+class TestKeras(FrameworkContract):
+    framework = "keras"
+    model = (
+        f"{{source: '{REPO / 'examples' / 'keras_models.py'}:quickstart_cnn', input_shape: [1, 16, 16, 1], "
+        "framework: keras, kwargs: {input_shape: [16, 16, 1], width: 8}}"
+    )
+    layout = "NHWC"
+
+    @pytest.fixture(autouse=True, scope="class")
+    def _tensorflow(self) -> None:
+        if importlib.util.find_spec("tf_keras") is None:
+            pytest.skip("the keras extra is not installed")
