@@ -13,7 +13,7 @@ BOARD_PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo
 # System packages the tests need (a real sshd for the SSH runner), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long bench-sparsity bench-sparsity-long lint clean
+.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long bench-sparsity bench-sparsity-long bench-frameworks lint clean
 
 install: $(STAMP)
 
@@ -56,7 +56,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 # `make bench` runs every part; each part runs on its own and states its time in benchmarks/RESULTS.md.
-bench: bench-official bench-int8 bench-suite bench-budget bench-sparsity
+bench: bench-official bench-int8 bench-suite bench-budget bench-sparsity bench-frameworks
 
 # edgecompress's latency figures against litert-benchmark / benchmark_app (about 10 minutes)
 bench-official: demo
@@ -88,6 +88,11 @@ bench-sparsity: install
 
 bench-sparsity-long: install
 	$(PY) benchmarks/sparsity_suite.py --long
+
+# the PyTorch and Keras quickstarts side by side: accuracy, MACs, size and latency (interleaved rounds; about
+# 3 minutes on 2 cores)
+bench-frameworks: install
+	$(PY) benchmarks/frameworks_suite.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -23,7 +23,8 @@ from edgecompress.errors import BackendUnavailable
 @contextmanager
 def _native_logs_dropped() -> Iterator[None]:
     """File descriptor 2 sent to /dev/null while TensorFlow's C++ start-up logs its notices (oneDNN, cuda
-    probing, CPU features) before any logging setting applies; Python exceptions still propagate."""
+    probing, CPU features) before any logging setting applies; Python exceptions still propagate. TensorFlow
+    still sees a GPU where there is one: only the log lines are dropped."""
     try:
         saved = os.dup(2)
     except OSError:  # no fd 2 (a detached process)
@@ -52,6 +53,7 @@ def tf() -> Any:
             import tensorflow
 
             tensorflow.keras.__name__  # noqa: B018 - binds tf.keras (loads tf_keras) while quiet
+            tensorflow.config.list_physical_devices()  # the cuda probe (an error line without a GPU) too
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(
             "Keras models need TensorFlow, tf-keras and tensorflow-model-optimization: "
