@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,18 @@ class RunContext:
     def note(self, key: str, value: Any) -> None:
         """Record a fact about the current stage for the report."""
         self.notes.setdefault(self.current_stage, {})[key] = value
+
+    @contextmanager
+    def scratch(self, index: int) -> Iterator[None]:
+        """While inside: a quiet UI, notes going to a scratch stage (`-1000 - index`, dropped on exit) and no
+        quantization, for work a stage does on the side (a reference export, a trial quantization); the
+        UI, current stage and quantization are put back on exit."""
+        saved = (self.ui, self.current_stage, self.quantization)
+        self.ui = UI(verbosity=0, console=self.ui.console)
+        self.current_stage = -1000 - index
+        self.quantization = None
+        try:
+            yield
+        finally:
+            self.notes.pop(self.current_stage, None)
+            self.ui, self.current_stage, self.quantization = saved

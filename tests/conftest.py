@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,29 @@ def tiny_tflite(out: Path):
     convert(model, (torch.randn(1, 1, 16, 16),)).export(str(out / "tiny.tflite"))
     update = {"name": "tflite-fp32", "precision": "fp32", "input_shape": [1, 1, 16, 16], "layout": "NCHW"}
     return artifact_from_file(out / "tiny.tflite").model_copy(update=update)
+
+
+#: Skips a Keras test module where the keras extra is not installed (found without importing TensorFlow,
+#: whose first import must come from edgecompress's keras_env).
+needs_keras = pytest.mark.skipif(
+    importlib.util.find_spec("tf_keras") is None, reason="the keras extra is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def keras():
+    """tf_keras, through edgecompress's door to TensorFlow."""
+    from edgecompress.frameworks import keras_env
+
+    return keras_env.keras()
+
+
+@pytest.fixture(scope="module")
+def keras_examples():
+    """examples/keras_models.py as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "keras_models_example", REPO / "examples" / "keras_models.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -17,7 +17,7 @@ from edgecompress.errors import ExportError
 from edgecompress.exporters.base import Artifact
 from edgecompress.exporters.conversion import converting
 from edgecompress.exporters.openvino import OpenVINOExporter
-from edgecompress.exporters.openvino_write import finish_openvino
+from edgecompress.exporters.openvino_write import finish_openvino, int8_note
 from edgecompress.exporters.sidecar import check_request
 from edgecompress.exporters.tflite import TFLiteExporter
 from edgecompress.exporters.tflite_write import finish_tflite
@@ -100,13 +100,12 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
                     ov_model = ov.convert_model(str(source))
             finally:
                 source.unlink(missing_ok=True)
-            fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
-            if not fake_quantize:
-                raise ExportError(f"{name}: OpenVINO read no FakeQuantize op from the int8 .tflite")
-            notes["int8"] = (
-                f"{fake_quantize} FakeQuantize ops from the int8 .tflite's scales ({model.scheme}); the CPU "
-                "plugin runs the quantized convolutions/matmuls as int8 kernels and the remaining float ops in "
-                f"the INFERENCE_PRECISION_HINT ({inference_precision or 'plugin default'})"
+            notes["int8"] = int8_note(
+                ov_model,
+                name,
+                source="the int8 .tflite",
+                scheme=model.scheme,
+                inference_precision=inference_precision,
             )
         else:
             with converting(name, "OpenVINO conversion (TensorFlow frontend)", ui=ctx.ui):

@@ -70,3 +70,18 @@ def finish_openvino(
         notes=notes,
         inference_precision=inference_precision,
     )
+
+
+def int8_note(ov_model: Any, name: str, *, source: str, scheme: str, inference_precision: str | None) -> str:
+    """The int8 note of an OpenVINO export: how many FakeQuantize ops carry `source`'s scales. ExportError when
+    OpenVINO read none (the model would run in float)."""
+    from edgecompress.errors import ExportError
+
+    fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
+    if not fake_quantize:
+        raise ExportError(f"{name}: OpenVINO read no FakeQuantize op from {source}; it would run in float")
+    return (
+        f"{fake_quantize} FakeQuantize ops carrying {source}'s scales ({scheme}); the CPU plugin runs the "
+        "quantized convolutions/matmuls as int8 kernels and the remaining float ops in the "
+        f"INFERENCE_PRECISION_HINT ({inference_precision or 'plugin default'})"
+    )

@@ -28,7 +28,7 @@ from edgecompress.errors import ExportError
 from edgecompress.exporters.base import Artifact
 from edgecompress.exporters.conversion import converting
 from edgecompress.exporters.openvino import OpenVINOExporter
-from edgecompress.exporters.openvino_write import finish_openvino
+from edgecompress.exporters.openvino_write import finish_openvino, int8_note
 from edgecompress.exporters.sidecar import check_request
 from edgecompress.exporters.tflite import TFLiteExporter
 from edgecompress.exporters.tflite_write import finish_tflite
@@ -200,15 +200,12 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
 
             ov_model = ov.convert_model(source, input=[ov.PartialShape(list(sample.shape))], **kwargs)
             if spec.precision == "int8":
-                fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
-                if not fake_quantize:
-                    raise ExportError(
-                        f"{name}: OpenVINO read no FakeQuantize op from the quantized graph; it would run in float"
-                    )
-                notes["int8"] = (
-                    f"{fake_quantize} FakeQuantize ops carrying the quantize stage's scales ({_int8_scheme()}); "
-                    "the CPU plugin runs the quantized convolutions/matmuls as int8 kernels and the remaining "
-                    f"float ops in the INFERENCE_PRECISION_HINT ({inference_precision or 'plugin default'})"
+                notes["int8"] = int8_note(
+                    ov_model,
+                    name,
+                    source="the quantized graph",
+                    scheme=_int8_scheme(),
+                    inference_precision=inference_precision,
                 )
         task.advance()
         return finish_openvino(

@@ -68,6 +68,28 @@ class FitOptions:
         return self.augment_shift > 0 or self.augment_hflip
 
 
+#: log() of probabilities is floored at this (models whose output is a softmax).
+PROB_FLOOR = 1e-12
+
+
+def accuracy_and_loss(
+    outputs: np.ndarray, labels: np.ndarray, *, probabilities: bool = False
+) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of `outputs` (logits, or with `probabilities` a softmax's output,
+    floored at PROB_FLOOR before the log) against integer `labels`; (nan, nan) for an empty split. What every
+    adapter's `fit` chooses its best epoch by."""
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    out = np.asarray(outputs, dtype=np.float64)
+    if probabilities:
+        log_probs = np.log(np.maximum(out, PROB_FLOOR))
+    else:
+        shifted = out - out.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    return float((out.argmax(axis=1) == labels).mean()), loss
+
+
 #: Training fields shared by the train, distill and quantize (QAT) stage configs.
 SHARED_FIT_FIELDS = ("epochs", "lr", "optimizer", "weight_decay", "schedule", "keep_best", "device")
 

@@ -10,8 +10,6 @@ Models take NHWC images (`data.layout: NHWC`, `model.input_shape: [1, H, W, C]`)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,12 +115,9 @@ class KerasAdapter(FrameworkAdapter):
 
     def weights(self, model: Any) -> dict[str, np.ndarray]:
         """Conv and dense kernels by layer name in the canonical [out, in_per_group, kh, kw] layout."""
-        from edgecompress.frameworks.keras_layers import canonical_weight, weight_layers
+        from edgecompress.frameworks.keras_layers import canonical_weights
 
-        out: dict[str, np.ndarray] = {}
-        for name, (layer, _groups) in weight_layers(_keras_model(model)).items():
-            out[name] = canonical_weight(layer, name)
-        return out
+        return canonical_weights(_keras_model(model))
 
     # ------------------------------------------------------------------------------ copy, predict, save
 
@@ -208,7 +203,7 @@ class KerasAdapter(FrameworkAdapter):
 
 
 def _wrapped(model: Any) -> bool:
-    """Whether the model has TFMOT wrapper layers (QAT or pruning)."""
+    """Whether the model has TFMOT's QAT layers."""
     from edgecompress.frameworks.keras_layers import WRAPPERS
 
     return any(type(layer).__name__ in (*WRAPPERS, "QuantizeLayer") for layer in getattr(model, "layers", []))
@@ -218,9 +213,6 @@ def _keras_model(model: Any) -> Any:
     return model.model if isinstance(model, KerasQuantized) else model
 
 
-@contextmanager
-def _custom_scope() -> Iterator[None]:
-    """A scope in which TFMOT's wrapper layers (quantization and pruning) deserialise."""
-    tfmot = keras_env.tfmot()
-    with tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope():
-        yield
+def _custom_scope() -> Any:
+    """A scope in which TFMOT's QAT layers deserialise."""
+    return keras_env.tfmot().quantization.keras.quantize_scope()

@@ -56,14 +56,10 @@ def tf() -> Any:
             tensorflow.config.list_physical_devices()  # the cuda probe (an error line without a GPU) too
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(
-            "Keras models need TensorFlow, tf-keras and tensorflow-model-optimization: "
+            f"Keras models need TensorFlow, tf-keras and tensorflow-model-optimization ({exc.name} is missing): "
             "pip install 'edgecompress[keras]'"
         ) from exc
-    try:
-        bound = tensorflow.keras.__name__
-    except ModuleNotFoundError as exc:
-        raise BackendUnavailable("Keras models need tf-keras: pip install 'edgecompress[keras]'") from exc
-    if not bound.startswith("tf_keras"):
+    if not tensorflow.keras.__name__.startswith("tf_keras"):
         raise BackendUnavailable(
             "TensorFlow's tf.keras was bound to Keras 3 before edgecompress's Keras adapter ran (TFMOT needs "
             "Keras 2): set TF_USE_LEGACY_KERAS=1 before TensorFlow is first used"

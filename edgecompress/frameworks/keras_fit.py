@@ -2,8 +2,8 @@
 schedule, best-epoch rule and sparsity masks as the PyTorch adapter's `fit` (`frameworks/torch.py`).
 
 A custom loop (tf.GradientTape inside a tf.function) rather than `model.fit`, so the distillation loss sees the
-teacher's logits per batch, masks are applied after every optimizer step, and TFMOT's pruning wrappers and QAT
-models train through the same code.
+teacher's logits per batch, masks are applied after every optimizer step, and TFMOT's QAT models train through
+the same code.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ import numpy as np
 from edgecompress.entries import one_line
 from edgecompress.errors import ModelError
 from edgecompress.frameworks import keras_env
+from edgecompress.frameworks.base import PROB_FLOOR, accuracy_and_loss
 
 if TYPE_CHECKING:
     from edgecompress.console import UI
     from edgecompress.data import DataBundle
     from edgecompress.frameworks.base import FitOptions
-
-#: log() of probabilities is clipped at this, for models whose output is a softmax (see `ends_in_softmax`).
-PROB_FLOOR = 1e-12
 
 
 def ends_in_softmax(model: Any) -> bool:
@@ -146,14 +144,11 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
         from edgecompress.frameworks.keras_masks import KerasMasks
 
         masks = KerasMasks(model, options.sparsity, steps=steps, steps_per_epoch=steps_per_epoch)
-    callbacks = _pruning_callbacks(model)
     step = 0
     best_key: tuple[float, float] | None = None
     best_weights: list[np.ndarray] | None = None
     dummy = np.zeros((1, num_classes), dtype=np.float32)
     with ui.progress(options.description, total=options.epochs) as task:
-        for cb in callbacks:
-            cb.on_train_begin()
         for epoch in range(options.epochs):
             if options.on_epoch_start is not None:
                 options.on_epoch_start(epoch, model)
@@ -172,8 +167,6 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
                     targets = teacher_all[idx]
                 else:  # the teacher sees the same augmented batch (consistent teaching)
                     targets = logits_of(teacher(xb, training=False), teacher_softmax)
-                for cb in callbacks:
-                    cb.on_train_batch_begin(step)
                 try:
                     loss = train_step(tf.constant(xb), tf.constant(y[idx]), tf.constant(targets))
                 except (tf.errors.OpError, ValueError, TypeError) as exc:
@@ -187,9 +180,11 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
                 loss_sum += float(loss) * len(idx)
                 seen += len(idx)
                 counter[0] += len(idx)
-            for cb in callbacks:
-                cb.on_epoch_end(epoch)
-            val_acc, val_loss = _evaluate(model, data, student_softmax)
+            val_acc, val_loss = accuracy_and_loss(
+                predict(model, data.val.x) if len(data.val) else np.zeros((0, 0)),
+                data.val.y,
+                probabilities=student_softmax,
+            )
             improved = best_key is None or (val_acc, -val_loss) > best_key
             settled = masks is None or masks.settled(step)
             if options.keep_best and not math.isnan(val_acc) and improved and settled:
@@ -205,32 +200,3 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
         model.set_weights(best_weights)
         ui.debug(f"{options.description}: kept the weights with the best val_acc {best_key[0]:.4f}")  # type: ignore[index]
     return model
-
-
-def _pruning_callbacks(model: Any) -> list[Any]:
-    """TFMOT's UpdatePruningStep for a model with pruning wrappers (it advances their step and updates their
-    masks, as `model.fit` would call it); none for other models."""
-    tfmot = keras_env.tfmot() if _has_pruning_wrappers(model) else None
-    if tfmot is None:
-        return []
-    callback = tfmot.sparsity.keras.UpdatePruningStep()
-    callback.set_model(model)
-    return [callback]
-
-
-def _has_pruning_wrappers(model: Any) -> bool:
-    return any(type(layer).__name__ == "PruneLowMagnitude" for layer in getattr(model, "layers", []))
-
-
-def _evaluate(model: Any, data: DataBundle, softmax: bool) -> tuple[float, float]:
-    """Validation accuracy and cross-entropy (nan when there is no validation split)."""
-    if len(data.val) == 0:
-        return float("nan"), float("nan")
-    out = predict(model, data.val.x).astype(np.float64)
-    if softmax:
-        log_probs = np.log(np.maximum(out, PROB_FLOOR))
-    else:
-        shifted = out - out.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-log_probs[np.arange(len(data.val.y)), data.val.y].mean())
-    return float((out.argmax(axis=1) == data.val.y).mean()), loss

@@ -37,8 +37,8 @@ class Node:
 # ------------------------------------------------------------------------------------------------ the graph
 
 
-#: TFMOT's layer wrappers (QAT, pruning), whose `layer` is the Keras layer they wrap.
-WRAPPERS = ("QuantizeWrapper", "QuantizeWrapperV2", "PruneLowMagnitude")
+#: TFMOT's QAT layer wrappers, whose `layer` is the Keras layer they wrap.
+WRAPPERS = ("QuantizeWrapper", "QuantizeWrapperV2")
 
 
 def graph(model: Any) -> list[Node]:
@@ -61,7 +61,7 @@ def graph(model: Any) -> list[Node]:
         for node in model._nodes_by_depth[depth]:
             layer = inner = node.layer
             while type(inner).__name__ in WRAPPERS and hasattr(inner, "layer"):
-                inner = inner.layer  # a QAT or pruning model counts as the layers it wraps
+                inner = inner.layer  # a QAT model counts as the layers it wraps
             inputs = tuple((src.name, ni, ti) for src, ni, ti, _ in node.iterate_inbound())
             nodes.append(
                 Node(
@@ -318,7 +318,7 @@ def canonical_weight(layer: Any, key: str | None = None, *, holder: Any = None) 
     its kernel variable once wrapped."""
     from edgecompress.sparsity import canonical
 
-    variable, kind = _kernel(layer, key, holder)
+    variable, kind = kernel_variable(layer, key, holder)
     w = variable.numpy()
     if kind == "depthwise":
         kh, kw = w.shape[:2]
@@ -335,7 +335,14 @@ def set_canonical_weight(
 ) -> None:
     """Write a canonical-layout kernel (as canonical_weight gives it) back into the layer; `key`, `holder` as
     there."""
-    variable, kind = _kernel(layer, key, holder)
+    variable, _ = kernel_variable(layer, key, holder)
+    variable.assign(keras_array(layer, array, key, holder=holder))
+
+
+def keras_array(layer: Any, array: np.ndarray, key: str | None = None, *, holder: Any = None) -> np.ndarray:
+    """A canonical-layout array of the kernel's shape (a kernel, or a mask of it) in the kernel's own Keras
+    layout and dtype; the inverse of canonical_weight's transposition. ModelError when the shape does not fit."""
+    variable, kind = kernel_variable(layer, key, holder)
     shape = tuple(variable.shape)
     a = np.asarray(array, dtype=variable.dtype.as_numpy_dtype)
     if kind == "depthwise":
@@ -351,10 +358,10 @@ def set_canonical_weight(
             f"layer '{layer.name}': a canonical weight of shape {list(a.shape)} does not fit its kernel "
             f"{list(shape)}; give the shape canonical_weight returns"
         )
-    variable.assign(w)
+    return w
 
 
-def _kernel(layer: Any, key: str | None, holder: Any = None) -> tuple[Any, str]:
+def kernel_variable(layer: Any, key: str | None, holder: Any = None) -> tuple[Any, str]:
     """The kernel variable of a conv/dense layer and its layout kind. Looked up among the variables by role
     and layer name, not by attribute: TFMOT's QAT wrapper (`holder`) replaces `layer.kernel` by its
     fake-quantized tensor on every call and holds the variable itself."""

@@ -14,24 +14,13 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import ModelError
-from edgecompress.frameworks.keras_layers import WRAPPERS, _kernel, canonical_weight, set_canonical_weight
+from edgecompress.frameworks.keras_layers import WRAPPERS, canonical_weight, keras_array, kernel_variable
 from edgecompress.sparsity import LayerPattern, MaskRamp, keep_mask
 
 
-def keras_layout(layer: Any, key: str, canonical_array: np.ndarray, holder: Any = None) -> np.ndarray:
-    """`canonical_array` (a canonical-layout array of the kernel's shape) in the kernel's Keras layout."""
-    variable = _kernel(layer, key, holder)[0]
-    saved = variable.numpy()
-    try:
-        set_canonical_weight(layer, canonical_array, key, holder=holder)
-        return variable.numpy()
-    finally:
-        variable.assign(saved)
-
-
 def _layers_by_name(model: Any) -> dict[str, tuple[Any, Any]]:
-    """The model's layers by name, each with the TFMOT wrapper (QAT, pruning) around it, which holds its kernel
-    variable once wrapped (None when not wrapped)."""
+    """The model's layers by name, each with the TFMOT QAT wrapper around it, which holds its kernel variable
+    once wrapped (None when not wrapped)."""
     out = {}
     for layer in model.layers:
         inner, holder = layer, None
@@ -75,11 +64,11 @@ class KerasMasks:
                 self.masks[name] = self.masks[name] & keep
             self._place()
         for name, ((layer, holder), _) in self.layers.items():
-            variable = _kernel(layer, name, holder)[0]
+            variable = kernel_variable(layer, name, holder)[0]
             variable.assign(variable * self._placed[name])
 
     def _place(self) -> None:
         self._placed = {
-            name: keras_layout(layer, name, self.masks[name].astype(np.float32), holder)
+            name: keras_array(layer, self.masks[name].astype(np.float32), name, holder=holder)
             for name, ((layer, holder), _) in self.layers.items()
         }

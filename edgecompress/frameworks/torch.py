@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecompress.errors import ModelError, RecipeError
-from edgecompress.frameworks.base import FitOptions, FrameworkAdapter, LayerInfo, ModelStats
+from edgecompress.frameworks.base import (
+    FitOptions,
+    FrameworkAdapter,
+    LayerInfo,
+    ModelStats,
+    accuracy_and_loss,
+)
 from edgecompress.frameworks.torch_loading import load_model, one_line
 
 if TYPE_CHECKING:
@@ -334,7 +340,9 @@ class TorchAdapter(FrameworkAdapter):
                     seen += len(idx)
                     self.trained_images += len(idx)
                 train_loss = loss_sum / max(seen, 1)
-                val_acc, val_loss = self._evaluate(model, data)
+                val_acc, val_loss = accuracy_and_loss(
+                    self.predict(model, data.val.x) if len(data.val) else np.zeros((0, 0)), data.val.y
+                )
                 improved = best_key is None or (val_acc, -val_loss) > best_key
                 settled = masks is None or masks.settled(step)  # never back to a less sparse epoch
                 if options.keep_best and not math.isnan(val_acc) and improved and settled:
@@ -349,16 +357,6 @@ class TorchAdapter(FrameworkAdapter):
             model.load_state_dict(best_state)
             ui.debug(f"{options.description}: kept the weights with the best val_acc {best_key[0]:.4f}")  # type: ignore[index]
         return model.eval()
-
-    def _evaluate(self, model: Any, data: DataBundle) -> tuple[float, float]:
-        """Validation accuracy and cross-entropy (nan when there is no validation split)."""
-        if len(data.val) == 0:
-            return float("nan"), float("nan")
-        logits = self.predict(model, data.val.x).astype(np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        loss = float(-log_probs[np.arange(len(data.val.y)), data.val.y].mean())
-        return float((logits.argmax(axis=1) == data.val.y).mean()), loss
 
 
 # ---------------------------------------------------------------------------------- shared helpers

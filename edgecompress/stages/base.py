@@ -6,9 +6,12 @@ A stage module (`stages/<name>/stage.py`) imports no framework. Its framework co
 
 from __future__ import annotations
 
+import fnmatch
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgecompress.errors import RecipeError
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -89,3 +92,25 @@ def run_stage(config: StageConfig, index: int, model: Any, ctx: RunContext) -> A
         ctx.teacher = ctx.adapter.copy(model)
     ctx.current_stage = index
     return stage.apply(model, ctx)
+
+
+def match_globs(
+    patterns: Any, names: list[str], key: str, what: str = "conv or linear layer"
+) -> dict[str, str]:
+    """Layer name -> the first glob that matches it (or one of its parent modules, dot-separated), in the
+    globs' order. Every glob must match: RecipeError naming the recipe `key` (e.g. prune.ignore) and the layers
+    otherwise."""
+    found: dict[str, str] = {}
+    for pattern in patterns:
+        hits = [n for n in names if _matches(pattern, n)]
+        if not hits:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise RecipeError(f"{key}: '{pattern}' matches no {what}; the layers are: {shown}")
+        for n in hits:
+            found.setdefault(n, pattern)
+    return found
+
+
+def _matches(pattern: str, name: str) -> bool:
+    parts = name.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))

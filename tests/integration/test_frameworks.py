@@ -6,7 +6,6 @@ edgecompress) and stage checkpoints. Tiny models on 16x16 digits, so each framew
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +19,7 @@ from edgecompress.pipeline import load_context
 from edgecompress.recipe import parse_recipe
 from edgecompress.registry import EXPORTERS
 from edgecompress.stages.base import run_stage
+from tests.conftest import needs_keras
 
 pytestmark = pytest.mark.integration
 
@@ -185,6 +185,7 @@ class TestTorch(FrameworkContract):
     layout = "NCHW"
 
 
+@needs_keras
 class TestKeras(FrameworkContract):
     framework = "keras"
     model = (
@@ -192,8 +193,3 @@ class TestKeras(FrameworkContract):
         "framework: keras, kwargs: {input_shape: [16, 16, 1], width: 8}}"
     )
     layout = "NHWC"
-
-    @pytest.fixture(autouse=True, scope="class")
-    def _tensorflow(self) -> None:
-        if importlib.util.find_spec("tf_keras") is None:
-            pytest.skip("the keras extra is not installed")

@@ -21,15 +21,10 @@ from edgecompress.data import load_data
 from edgecompress.exporters.weights_readback import read_weights
 from edgecompress.pipeline import run_build
 from edgecompress.recipe import load_recipe
-from tests.conftest import REPO
+from tests.conftest import REPO, needs_keras
 from tests.integration.test_frameworks import _run_outside
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        importlib.util.find_spec("tf_keras") is None, reason="the keras extra is not installed"
-    ),
-]
+pytestmark = [pytest.mark.integration, needs_keras]
 
 KERAS_MODELS = REPO / "examples" / "keras_models.py"
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"  # as keras_env sets it: importorskip loads TensorFlow first
-pytest.importorskip("tf_keras")
 
 from edgecompress.console import UI
 from edgecompress.context import RunContext
@@ -28,6 +23,9 @@ from edgecompress.stages.prune.keras_channel import (
     zeroed,
 )
 from edgecompress.stages.prune.stage import PruneConfig
+from tests.conftest import needs_keras
+
+pytestmark = needs_keras
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SHAPE = [1, 16, 16, 1]
@@ -38,21 +36,13 @@ RECIPE = (
 
 
 @pytest.fixture(scope="module")
-def keras():
-    return keras_env.keras()
-
-
-@pytest.fixture(scope="module")
 def L(keras):
     return keras.layers
 
 
 @pytest.fixture(scope="module")
-def examples():
-    spec = importlib.util.spec_from_file_location("keras_models_example", EXAMPLES / "keras_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def examples(keras_examples):
+    return keras_examples
 
 
 @pytest.fixture(scope="module")

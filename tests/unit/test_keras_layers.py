@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"  # as keras_env sets it: importorskip loads TensorFlow first
-pytest.importorskip("tf_keras")
-
 from edgecompress.errors import ModelError
-from edgecompress.frameworks import keras_env
 from edgecompress.frameworks.keras_layers import (
     canonical_weight,
     canonical_weights,
@@ -24,21 +19,16 @@ from edgecompress.frameworks.keras_layers import (
     set_canonical_weight,
     weight_layers,
 )
+from tests.conftest import needs_keras
+
+pytestmark = needs_keras
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
-def keras():
-    return keras_env.keras()
-
-
-@pytest.fixture(scope="module")
-def examples():
-    spec = importlib.util.spec_from_file_location("keras_models_example", EXAMPLES / "keras_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def examples(keras_examples):
+    return keras_examples
 
 
 @pytest.fixture(autouse=True)

@@ -37,8 +37,8 @@ from edgecompress.frameworks.keras_layers import (
     find_classifier,
     weight_role,
 )
+from edgecompress.stages.base import match_globs
 from edgecompress.stages.prune.channel_common import note_channel_pruning, search_ratio
-from edgecompress.stages.prune.pattern_plan import match_globs
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -339,7 +339,7 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
             "prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no "
             "BatchNormalization; use l1, l2 or taylor"
         )
-    ignored = list(match_globs(config.ignore, names, "ignore", "layer"))
+    ignored = list(match_globs(config.ignore, names, "prune.ignore", "layer"))
     if config.ignore_classifier:
         classifier = find_classifier(model)
         if classifier is not None and classifier not in ignored:
@@ -360,7 +360,7 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
                 f"prune: {text}; add '{layer}' to prune.ignore to keep the channels it touches (or build it "
                 "from tf_keras layers)"
             )
-    assigned = match_globs(config.layer_ratios, convs, "layer_ratios", "conv or dense layer")
+    assigned = match_globs(config.layer_ratios, convs, "prune.layer_ratios", "conv or dense layer")
     ratios = {}
     for group in analysis.groups:
         pattern = next((assigned[p] for p in group.producers if p in assigned), None)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edgecompress.errors import ModelError
 from edgecompress.frameworks.keras_layers import (
     canonical_weight,
+    canonical_weights,
     find_classifier,
     set_canonical_weight,
     weight_layers,
@@ -36,7 +37,7 @@ def plan_sparsity(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str,
     if isinstance(model, KerasQuantized):
         raise ModelError("prune: the model is already quantized; put pattern sparsity before quantize")
     layers = weight_layers(model)
-    weights = {name: canonical_weight(layer, name) for name, (layer, _) in layers.items()}
+    weights = canonical_weights(model)
     classifier = find_classifier(model) if config.ignore_classifier else None
     return plan_pattern(config, weights, {n: g for n, (_, g) in layers.items()}, classifier)
 
@@ -70,7 +71,6 @@ def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any, 
     dense-reference: what the zeros buy): float exports as they are, int8 ones after a post-training
     quantization (the converter's, on the calibration split) — (artifact, the model its parity is checked
     against, role)."""
-    from edgecompress.console import UI
     from edgecompress.registry import EXPORTERS
     from edgecompress.stages.quantize.keras_backend import quantize
     from edgecompress.stages.quantize.stage import QuantizeConfig
@@ -81,21 +81,14 @@ def reference_artifacts(ctx: RunContext, out_dir: Path) -> list[tuple[Any, Any, 
     quantized = None
     for i, spec in enumerate(ctx.recipe.export):
         name = f"{spec.artifact_name}-dense"
-        saved = (ctx.ui, ctx.current_stage, ctx.quantization)
-        ctx.ui = UI(verbosity=0, console=ctx.ui.console)
-        ctx.current_stage = -1000 - i  # the PTQ's notes go to a scratch stage, dropped below
-        try:
+        with ctx.scratch(i):  # the PTQ's notes are dropped
             source = ctx.sparsity_dense
             if spec.precision == "int8":
                 if quantized is None:
-                    ctx.quantization = None
                     config = QuantizeConfig(mode="ptq", calibration_samples=256)
                     quantized = quantize(ctx.adapter.copy(source), config, ctx)
                 source = quantized
             dense_spec = spec.model_copy(update={"name": name, "device": None, "plan": None})
             artifact = EXPORTERS.get(spec.format)().export(source, dense_spec, ctx, out_dir)
-        finally:
-            ctx.notes.pop(ctx.current_stage, None)
-            ctx.ui, ctx.current_stage, ctx.quantization = saved
         out.append((artifact, source, "dense-reference"))
     return out

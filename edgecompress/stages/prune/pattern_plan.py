@@ -2,12 +2,11 @@
 framework backend hands over its conv/dense weights in the canonical [out, in_per_group, kh, kw] layout, their
 groups and the classifier's name, and gets the same plan (globs resolved, patterns chosen, layers a pattern
 cannot take left dense with the reason). The plan is JSON in the stage's notes (`sparsity_plan`); later
-training stages hold it, the build checks it in the exported files. Also the recipe's layer-name globs.
+training stages hold it, the build checks it in the exported files.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,31 +22,11 @@ from edgecompress.sparsity import (
     not_applicable,
     note_sparsity,
 )
+from edgecompress.stages.base import match_globs
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
     from edgecompress.stages.prune.stage import PruneConfig
-
-
-def match_globs(
-    patterns: Any, names: list[str], key: str, what: str = "conv or linear layer"
-) -> dict[str, str]:
-    """Layer name -> the first glob that matches it (or one of its parent modules, dot-separated). Every glob
-    must match: RecipeError naming `prune.<key>` and the layers otherwise."""
-    found: dict[str, str] = {}
-    for pattern in patterns:
-        hits = [n for n in names if _matches(pattern, n)]
-        if not hits:
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise RecipeError(f"prune.{key}: '{pattern}' matches no {what}; the layers are: {shown}")
-        for n in hits:
-            found.setdefault(n, pattern)
-    return found
-
-
-def _matches(pattern: str, name: str) -> bool:
-    parts = name.split(".")
-    return any(fnmatch.fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
 
 
 def plan_pattern(
@@ -61,8 +40,8 @@ def plan_pattern(
     if not weights:
         raise ModelError("prune: the model has no conv or linear layers to sparsify")
     names = list(weights)
-    ignored = match_globs(config.ignore, names, "ignore")
-    per_layer = match_globs(config.layer_sparsity, names, "layer_sparsity")
+    ignored = match_globs(config.ignore, names, "prune.ignore")
+    per_layer = match_globs(config.layer_sparsity, names, "prune.layer_sparsity")
     dense: dict[str, str] = {n: f"ignored ({glob})" for n, glob in ignored.items()}
     if config.ignore_classifier and classifier is not None and classifier not in dense:
         dense[classifier] = "the classifier (ignore_classifier)"

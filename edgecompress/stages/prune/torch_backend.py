@@ -21,8 +21,8 @@ import numpy as np
 from edgecompress.errors import ModelError
 from edgecompress.frameworks.torch import count_macs, count_params, find_classifier
 from edgecompress.frameworks.torch_loading import one_line
+from edgecompress.stages.base import match_globs
 from edgecompress.stages.prune.channel_common import note_channel_pruning, search_ratio
-from edgecompress.stages.prune.pattern_plan import match_globs
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -109,12 +109,12 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
             "prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no BatchNorm; use l1, l2 or taylor"
         )
 
-    ignored = list(match_globs(config.ignore, layers, "ignore"))
+    ignored = list(match_globs(config.ignore, layers, "prune.ignore"))
     if config.ignore_classifier:
         classifier = find_classifier(model, shape, ctx.data.num_classes)
         if classifier is not None and classifier not in ignored:
             ignored.append(classifier)
-    assigned = match_globs(config.layer_ratios, layers, "layer_ratios")
+    assigned = match_globs(config.layer_ratios, layers, "prune.layer_ratios")
     layer_ratios = {
         pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios
     }

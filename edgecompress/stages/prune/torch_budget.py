@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecompress.console import UI
 from edgecompress.errors import ModelError
 from edgecompress.stages.prune import budget as kp
 from edgecompress.stages.prune import torch_widths
@@ -146,16 +145,10 @@ class Meter:
         spec = spec.model_copy(
             update={"name": name, "plan": None, "device": device.name, "precision": precision}
         )
-        saved = (ctx.ui, ctx.current_stage, ctx.quantization)
-        ctx.ui = UI(verbosity=0, console=ctx.ui.console)
-        ctx.current_stage = -1000 - self.count  # notes of this export go to a scratch stage, dropped below
-        try:
+        with ctx.scratch(self.count):  # the PTQ's notes are dropped
             source = self._int8(model, spec, device) if precision == "int8" else model
             spec = spec.model_copy(update={"device": None})
             return EXPORTERS.get(spec.format)().export(source, spec, ctx, out_dir), source
-        finally:
-            ctx.notes.pop(ctx.current_stage, None)
-            ctx.ui, ctx.current_stage, ctx.quantization = saved
 
     def _int8(self, model: Any, spec: Any, device: Any) -> Any:
         """PTQ, then each op in the form of the per-op precision plan of `spec` on `device` (measured with
@@ -165,7 +158,6 @@ class Meter:
         from edgecompress.stages.quantize.stage import QuantizeConfig
         from edgecompress.stages.quantize.torch_backend import quantize
 
-        self.ctx.quantization = None
         config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
         converted = quantize(copy.deepcopy(model), config, self.ctx)
         planner = Planner(

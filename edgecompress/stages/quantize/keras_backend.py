@@ -15,7 +15,6 @@ and OpenVINO's reading of it, so both runtimes run one quantized model with the 
 
 from __future__ import annotations
 
-import fnmatch
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,11 +25,12 @@ from edgecompress.exporters.conversion import native_stderr_captured
 from edgecompress.frameworks import keras_env
 from edgecompress.frameworks.keras import KerasQuantized
 from edgecompress.frameworks.keras_convert import to_tflite
+from edgecompress.stages.base import match_globs
 from edgecompress.stages.quantize.stage import (
     ACTIVATION_SCHEME,
     WEIGHT_SCHEME,
     calibration_images,
-    qat_teacher,
+    qat_fit_options,
 )
 
 if TYPE_CHECKING:
@@ -96,19 +96,8 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
 
 def _keep_float(model: Any, config: QuantizeConfig) -> tuple[str, ...]:
     """The layers `keep_float` names (globs over layer names); RecipeError for a glob matching none."""
-    if not config.keep_float:
-        return ()
     names = [layer.name for layer in model.layers]
-    kept = []
-    for glob in config.keep_float:
-        matched = [n for n in names if fnmatch.fnmatchcase(n, glob)]
-        if not matched:
-            raise RecipeError(
-                f"quantize.keep_float: '{glob}' matches no layer of the model; layers: {', '.join(names[:12])}"
-                + (" ..." if len(names) > 12 else "")
-            )
-        kept += [n for n in matched if n not in kept]
-    return tuple(kept)
+    return tuple(match_globs(config.keep_float, names, "quantize.keep_float", "layer of the model"))
 
 
 def _qat_model(model: Any, float_layers: tuple[str, ...], *, sparse: bool) -> Any:
@@ -184,21 +173,10 @@ def _observe(qat_model: Any, images: np.ndarray) -> None:
 
 def _fine_tune(qat_model: Any, float_model: Any, config: QuantizeConfig, ctx: RunContext) -> Any:
     """QAT through the adapter's loop, with distillation from the teacher when `config.distill`."""
-    from edgecompress.frameworks.base import fit_options
     from edgecompress.sparsity import training_plan
 
-    teacher = qat_teacher(config, ctx, float_model)
-    options = fit_options(
-        config,
-        data=ctx.recipe.data,
-        description="quantize (qat)",
-        teacher=teacher,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        # a sparse model's zeros held exactly (the prune-preserving scheme keeps them in the fake-quantized
-        # weights; these masks keep the float kernels the converter reads at zero too)
-        sparsity=training_plan(ctx.notes, [s.type for s in ctx.recipe.stages], ctx.current_stage),
-    )
-    ctx.note("epochs", config.epochs)
-    ctx.note("distill", bool(teacher is not None))
+    # a sparse model's zeros held exactly (the prune-preserving scheme keeps them in the fake-quantized
+    # weights; these masks keep the float kernels the converter reads at zero too)
+    plan = training_plan(ctx.notes, [s.type for s in ctx.recipe.stages], ctx.current_stage)
+    options = qat_fit_options(config, ctx, float_model, sparsity=plan)
     return ctx.adapter.fit(qat_model, ctx.data, options, seed=ctx.seed, ui=ctx.ui)

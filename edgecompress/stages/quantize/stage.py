@@ -180,12 +180,28 @@ def calibration_images(ctx: RunContext, count: int) -> np.ndarray:
     return np.ascontiguousarray(x[:count])
 
 
-def qat_teacher(config: QuantizeConfig, ctx: RunContext, float_model: Any) -> Any:
-    """QAT's distillation teacher when `config.distill`: the model as it entered the first compressing stage,
-    else (none ran) a copy of the float model before QAT, with a warning; None without distillation."""
-    if not config.distill:
-        return None
-    if ctx.teacher is not None:
-        return ctx.teacher
-    ctx.ui.warn("quantize: no compressing stage ran before it; the teacher is the float model before QAT")
-    return ctx.adapter.copy(float_model)
+def qat_fit_options(config: QuantizeConfig, ctx: RunContext, float_model: Any, **extra: Any) -> Any:
+    """The FitOptions of QAT (`extra`: a backend's own, e.g. on_epoch_start or a sparsity plan), its epochs and
+    teacher noted. With `config.distill` the teacher is the model as it entered the first compressing stage,
+    else (none ran) a copy of the float model before QAT, with a warning."""
+    from edgecompress.frameworks.base import fit_options
+
+    teacher = None
+    if config.distill:
+        teacher = ctx.teacher
+        if teacher is None:
+            ctx.ui.warn(
+                "quantize: no compressing stage ran before it; the teacher is the float model before QAT"
+            )
+            teacher = ctx.adapter.copy(float_model)
+    ctx.note("epochs", config.epochs)
+    ctx.note("distill", teacher is not None)
+    return fit_options(
+        config,
+        data=ctx.recipe.data,
+        description="quantize (qat)",
+        teacher=teacher,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        **extra,
+    )

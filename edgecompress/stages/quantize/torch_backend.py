@@ -33,7 +33,7 @@ from edgecompress.stages.quantize.stage import (
     ACTIVATION_SCHEME,
     WEIGHT_SCHEME,
     calibration_images,
-    qat_teacher,
+    qat_fit_options,
 )
 from edgecompress.stages.quantize.torch_annotation import make_quantizer
 
@@ -330,9 +330,6 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:
 def _fine_tune(prepared: PT2EModule, float_model: Any, config: QuantizeConfig, ctx: RunContext) -> PT2EModule:
     """QAT: train the prepared graph with fake quantization through the adapter's loop (distillation loss
     when `config.distill`), freezing observers / BatchNorm statistics at the start of the given epochs."""
-    from edgecompress.frameworks.base import fit_options
-
-    teacher = qat_teacher(config, ctx, float_model)
 
     def on_epoch_start(epoch: int, model: Any) -> None:
         if config.freeze_observers_after is not None and epoch >= config.freeze_observers_after:
@@ -340,17 +337,7 @@ def _fine_tune(prepared: PT2EModule, float_model: Any, config: QuantizeConfig, c
         if config.freeze_bn_after is not None and epoch >= config.freeze_bn_after:
             model.freeze_batchnorm()
 
-    options = fit_options(
-        config,
-        data=ctx.recipe.data,
-        description="quantize (qat)",
-        teacher=teacher,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        on_epoch_start=on_epoch_start,
-    )
-    ctx.note("epochs", config.epochs)
-    ctx.note("distill", bool(teacher is not None))
+    options = qat_fit_options(config, ctx, float_model, on_epoch_start=on_epoch_start)
     if config.freeze_observers_after is not None:
         ctx.note("observers_frozen_after_epoch", config.freeze_observers_after)
     if config.freeze_bn_after is not None:
