@@ -108,10 +108,10 @@ class KerasAdapter(FrameworkAdapter):
         return layer_infos(_keras_model(model), input_shape)
 
     def latency_layers(self, model: Any, input_shape: list[int]) -> list[Any]:
-        raise ModelError(
-            "the latency model (round_to auto, precision auto, latency budgets) is not available for Keras "
-            "models yet: give an integer round_to, an int8 precision and a macs_target"
-        )
+        """The model's computing ops as the latency model measures them (`keras_ops.layer_ops`)."""
+        from edgecompress.frameworks.keras_ops import layer_ops
+
+        return layer_ops(_keras_model(model), input_shape)
 
     def weights(self, model: Any) -> dict[str, np.ndarray]:
         """Conv and dense kernels by layer name in the canonical [out, in_per_group, kh, kw] layout."""

@@ -13,12 +13,13 @@ turns them back to NCHW). Only `frameworks/` and the torch backends import torch
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from edgecompress.latency.graph import Node, OpGraph
+from edgecompress.latency.graph import LayerOp
+
+__all__ = ["LayerOp", "float_graph", "layer_ops", "nhwc"]
 
 
 def _aten() -> Any:
@@ -48,44 +49,6 @@ def _pair(value: Any, default: int) -> tuple[int, int]:
         return (default, default)
     values = list(value) if isinstance(value, list | tuple) else [value]
     return (int(values[0]), int(values[-1])) if values else (default, default)
-
-
-@dataclass(frozen=True)
-class LayerOp:
-    """One computing op of a torch graph and the runtime op(s) it becomes."""
-
-    node: str  # fx node name
-    kind: str  # conv, linear, hardswish, add, ...
-    module: str  # module path ('' at top level)
-    input_shape: tuple[int, ...]  # NHWC
-    op: str  # OpGraph node op
-    attrs: tuple[tuple[str, Any], ...]
-    binary: bool = False  # a second activation operand (read from the same input in the one-op graph)
-
-    def graph(self, precision: str, *, form: str = "native", boundaries: str | None = None) -> OpGraph:
-        """This op alone as an OpGraph in `precision`. `form`: hardswish's native or decomposed form.
-        `boundaries` ("int8"): the op runs in `precision` between int8 neighbours, so the graph converts
-        at its input and output (QUANTIZE / DEQUANTIZE in TFLite) as the model does."""
-        attrs = dict(self.attrs)
-        if self.op == "hardswish":
-            attrs["form"] = form
-        node = Node.make(
-            self.node,
-            self.op,
-            ("input", "input") if self.binary else ("input",),
-            precision=precision,  # type: ignore[arg-type]
-            **attrs,
-        )
-        label = f"{self.kind} {self.module or self.node} {list(self.input_shape)} {precision}"
-        if form != "native":
-            label += f" {form}"
-        return OpGraph(
-            self.input_shape,
-            (node,),
-            label=label,
-            input_precision=boundaries,
-            output_precision=boundaries,
-        )
 
 
 def _fused_activation(node: torch.fx.Node) -> tuple[torch.fx.Node, str] | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -70,6 +71,12 @@ NODE_OPS: dict[str, dict[str, Any]] = {
     "softmax": {"axis": -1},
     "layer_norm": {"eps": 1e-5},
 }
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow's / TFLite's SAME padding along one axis (the extra one after)."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 def _freeze(value: Any) -> Any:
@@ -157,3 +164,42 @@ class OpGraph:
         }
         text = json.dumps(payload, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """One computing op of a model (a torch fx node, a Keras layer call) and the runtime op it becomes: what the
+    latency model times for that op (`frameworks/torch_layers.py`, `frameworks/keras_ops.py` make them)."""
+
+    node: str  # fx node name / Keras layer name
+    kind: str  # conv, linear, hardswish, add, ...
+    module: str  # module path ('' at top level) / Keras layer name
+    input_shape: tuple[int, ...]  # NHWC
+    op: str  # OpGraph node op
+    attrs: tuple[tuple[str, Any], ...]
+    binary: bool = False  # a second activation operand (read from the same input in the one-op graph)
+
+    def graph(self, precision: str, *, form: str = "native", boundaries: str | None = None) -> OpGraph:
+        """This op alone as an OpGraph in `precision`. `form`: hardswish's native or decomposed form.
+        `boundaries` ("int8"): the op runs in `precision` between int8 neighbours, so the graph converts
+        at its input and output (QUANTIZE / DEQUANTIZE in TFLite) as the model does."""
+        attrs = dict(self.attrs)
+        if self.op == "hardswish":
+            attrs["form"] = form
+        node = Node.make(
+            self.node,
+            self.op,
+            ("input", "input") if self.binary else ("input",),
+            precision=precision,  # type: ignore[arg-type]
+            **attrs,
+        )
+        label = f"{self.kind} {self.module or self.node} {list(self.input_shape)} {precision}"
+        if form != "native":
+            label += f" {form}"
+        return OpGraph(
+            self.input_shape,
+            (node,),
+            label=label,
+            input_precision=boundaries,
+            output_precision=boundaries,
+        )

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecompress.latency.graph import NODE_OPS, Node, OpGraph
+from edgecompress.latency.graph import NODE_OPS, Node, OpGraph, same_padding
 
 Quant = tuple[float, int]
 
@@ -136,12 +136,6 @@ def _affine(lo: float, hi: float) -> Quant:
 
 def _quantize(value: np.ndarray, quant: Quant) -> np.ndarray:
     return np.clip(np.round(value / quant[0]) + quant[1], -128, 127).astype(np.int8)
-
-
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(before, after) padding of TFLite's Padding.SAME along one axis."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 def _shared_concat_ranges(
@@ -354,11 +348,7 @@ class _Builder:
         if len(padding) != 4 or min(padding) < 0 or min(kh, kw, sh, sw) < 1:
             self.fail(f"bad kernel {node.attr('kernel')}, stride {node.attr('stride')} or padding {padding}")
         _, h, w, _ = shape
-        if (
-            same
-            and padding != (0, 0, 0, 0)
-            and padding == _same_padding(h, kh, sh) + _same_padding(w, kw, sw)
-        ):
+        if same and padding != (0, 0, 0, 0) and padding == same_padding(h, kh, sh) + same_padding(w, kw, sw):
             return x, _SAME, (math.ceil(h / sh), math.ceil(w / sw))
         if padding != (0, 0, 0, 0):
             x = self.pad(f"{node.name}/pad", x, padding, self.is_int8(node), fill)

@@ -17,7 +17,7 @@ from edgecompress.exporters.parity import compare_logits, run_artifact
 from edgecompress.frameworks.base import FitOptions
 from edgecompress.pipeline import load_context
 from edgecompress.recipe import parse_recipe
-from edgecompress.registry import EXPORTERS
+from edgecompress.registry import EXPORTERS, STAGES
 from edgecompress.stages.base import run_stage
 from tests.conftest import needs_keras
 
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _recipe(model: str, layout: str, stages: str, export: str) -> str:
+def _recipe(model: str, layout: str, stages: str, export: str, size: int = 16) -> str:
     return f"""\
 name: template
 seed: 0
 model: {model}
-data: {{dataset: digits, image_size: [16, 16], channels: 1, layout: {layout}, batch_size: 64}}
+data: {{dataset: digits, image_size: [{size}, {size}], channels: 1, layout: {layout}, batch_size: 64}}
 stages: {stages}
 export: {export}
 devices: [desktop]
@@ -44,6 +44,9 @@ class FrameworkContract:
     framework: ClassVar[str]
     model: ClassVar[str]  # the recipe's model section (flow YAML)
     layout: ClassVar[str]
+    #: A model big enough to be timed (the quickstart, 8.8 M MACs on 32x32): the tiny one is all per-op
+    #: overhead, which no pruning removes.
+    timed_model: ClassVar[str]
 
     @pytest.fixture(scope="class")
     def trained(self, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
@@ -53,9 +56,10 @@ class FrameworkContract:
         model = ctx.adapter.fit(model, ctx.data, FitOptions(epochs=6, lr=5e-3), seed=0, ui=ctx.ui)
         return ctx, model
 
-    def context(self, root: Path, *, stages: str, export: str) -> tuple[Any, Any]:
+    def context(self, root: Path, *, stages: str, export: str, timed: bool = False) -> tuple[Any, Any]:
         path = root / "recipe.yaml"
-        path.write_text(_recipe(self.model, self.layout, stages, export))
+        model, size = (self.timed_model, 32) if timed else (self.model, 16)
+        path.write_text(_recipe(model, self.layout, stages, export, size))
         recipe = parse_recipe(path.read_text(), source=str(path), base_dir=root)
         ctx, model = load_context(recipe, path, workdir=root / "work", ui=UI(verbosity=0))
         assert ctx.framework == self.framework
@@ -125,6 +129,63 @@ class FrameworkContract:
         assert after.macs <= 0.5 * before.macs and after.params < before.params
         ctx.adapter.check(pruned, ctx.input_shape, ctx.data.num_classes)
 
+    def test_latency_layers_are_the_computing_ops(self, trained):
+        ctx, model = trained
+        ops = ctx.adapter.latency_layers(model, ctx.input_shape)
+        convs = [op for op in ops if op.kind in ("conv", "linear")]
+        layers = [layer for layer in ctx.adapter.layers(model, ctx.input_shape) if layer.macs > 0]
+        assert len(convs) == len(layers)  # one conv / linear op per conv / dense layer
+        assert {op.op for op in ops} >= {"conv2d", "linear", "add", "mean"}
+        for op in ops:
+            graph = op.graph("int8")
+            assert graph.input_shape[0] == 1 and graph.nodes[0].precision == "int8"
+        fused = [dict(op.attrs).get("activation") for op in convs]
+        assert "relu" in fused  # a ReLU after a conv (through its BatchNorm) runs fused into it
+
+    def test_round_to_auto_snaps_to_measured_plateaus(self, trained, tmp_path, monkeypatch):
+        monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+        export = "[{format: tflite, precision: fp32}, {format: openvino, precision: int8}]"
+        stages = "[{type: prune, method: channel, ratio: 0.5, round_to: auto}]"
+        ctx, model = self.stage_ctx(trained, tmp_path, stages, export)
+        channels = {layer.name: layer.out_channels for layer in ctx.adapter.layers(model, ctx.input_shape)}
+        pruned = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        notes = ctx.notes[0]
+        assert notes["round_to"] == "auto"
+        assert notes["width_plan_targets"] == ["desktop/litert-fp32", "desktop/openvino-int8"]
+        after = {layer.name: layer.out_channels for layer in ctx.adapter.layers(pruned, ctx.input_shape)}
+        assert notes["widths"] and notes["staircases"]
+        for root, (original, asked, kept) in notes["widths"].items():
+            assert original == channels[root] and asked <= kept <= original, root
+            assert after[root] == kept, root
+            staircase = notes["staircases"][root]
+            assert set(staircase) <= {"desktop/litert-fp32", "desktop/openvino-int8"}, root
+            for costs in staircase.values():  # timed from the asked width up
+                assert str(asked) in {str(c) for c in costs} and all(t >= 0 for t in costs.values())
+        ctx.adapter.check(pruned, ctx.input_shape, ctx.data.num_classes)
+
+    def test_latency_budget_is_solved_and_measured(self, trained, tmp_path, monkeypatch):
+        from edgecompress.stages.prune.latency_budget import AIM
+
+        monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+        stages = "[{type: prune, latency: {export: tflite-fp32, speedup: 1.5}, iterative_steps: 1}]"
+        ctx, model = self.context(
+            tmp_path, stages=stages, export="[{format: tflite, precision: fp32}]", timed=True
+        )
+        before = ctx.adapter.stats(model, ctx.input_shape)
+        runner = STAGES.get("prune")(ctx.recipe.stages[0])
+        ctx.current_stage = 0
+        runner.precheck(model, ctx, 0)
+        pruned = runner.apply(model, ctx)
+        notes = ctx.notes[0]
+        (budget,) = notes["latency_budgets"]
+        assert budget["target"] == "desktop/tflite-fp32" and budget["budget"] == "1.5x"
+        assert budget["reference_ms"] > 0 and budget["measured_ms"] > 0
+        if not notes.get("budget_corrections"):  # the solve aims AIM under the budget (its tolerance 1%)
+            assert budget["predicted_ms"] <= budget["target_ms"] * AIM * 1.01
+        assert ctx.adapter.stats(pruned, ctx.input_shape).macs < before.macs
+        assert notes["width_plan"] and ctx.budget_unpruned is not None
+        ctx.adapter.check(pruned, ctx.input_shape, ctx.data.num_classes)
+
     @pytest.mark.parametrize("mode", ["ptq", "qat"])
     def test_int8_exports_agree_and_load_outside(self, trained, tmp_path, mode):
         stages = f"[{{type: quantize, mode: {mode}{', epochs: 1' if mode == 'qat' else ''}}}]"
@@ -182,6 +243,9 @@ def _run_outside(path: Path, images: np.ndarray) -> np.ndarray:
 class TestTorch(FrameworkContract):
     framework = "torch"
     model = f"{{source: '{REPO / 'examples' / 'models.py'}:tiny_cnn', input_shape: [1, 1, 16, 16]}}"
+    timed_model = (
+        f"{{source: '{REPO / 'examples' / 'models.py'}:quickstart_cnn', input_shape: [1, 1, 32, 32]}}"
+    )
     layout = "NCHW"
 
 
@@ -191,5 +255,9 @@ class TestKeras(FrameworkContract):
     model = (
         f"{{source: '{REPO / 'examples' / 'keras_models.py'}:quickstart_cnn', input_shape: [1, 16, 16, 1], "
         "framework: keras, kwargs: {input_shape: [16, 16, 1], width: 8}}"
+    )
+    timed_model = (
+        f"{{source: '{REPO / 'examples' / 'keras_models.py'}:quickstart_cnn', input_shape: [1, 32, 32, 1], "
+        "framework: keras}"
     )
     layout = "NHWC"

@@ -83,7 +83,7 @@ def test_pruned_to_the_budget_by_prediction_and_measured(tmp_path, cache, monkey
     if (
         not corrections
     ):  # the solve aims AIM under the budget (its tolerance 1%); a correction aims by the miss
-        from edgecompress.stages.prune.torch_budget import AIM
+        from edgecompress.stages.prune.latency_budget import AIM
 
         assert budget["predicted_ms"] <= budget["target_ms"] * AIM * 1.01
     assert budget["measured_ms"] > 0 and budget["measured_speedup"] > 1.0

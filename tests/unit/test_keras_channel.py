@@ -418,12 +418,6 @@ def test_recipe_errors(keras, L, ctx, config, error, message):
 @pytest.mark.parametrize(
     ("config", "key", "message"),
     [
-        ({"ratio": 0.5, "round_to": "auto"}, "round_to", "round_to auto needs the latency model"),
-        (
-            {"latency": {"export": "tflite-int8", "speedup": 2}},
-            "latency",
-            "latency budgets need the latency model",
-        ),
         ({"method": "precrop", "macs_target": 0.5}, "method", "precrop is not available for keras models"),
     ],
 )

@@ -186,11 +186,11 @@ def test_latency_budget_factor_is_chosen_by_the_prediction(tmp_path, monkeypatch
     within the bisection's tolerance, whatever the machine's noise (the reference is still timed)."""
     pytest.importorskip("ai_edge_litert")
     from edgecompress.frameworks.torch import count_macs
-    from edgecompress.stages.prune import torch_budget
+    from edgecompress.stages.prune import latency_budget
 
     monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(
-        torch_budget.Solver,
+        latency_budget.Solver,
         "predict",
         lambda self, m, t, raw=False: count_macs(m, self.shape) / 1e6 * (1.0 if raw else t.scale),
     )

@@ -15,7 +15,7 @@ is therefore an approximation when both sides of a layer shrink at once, which i
 over several steps, each solved from the model as it is, and checked against the whole model's predicted
 latency (`solve_to_budget` tightens the allowance until the prediction meets it).
 
-Everything here works on plain numbers; the torch backend (`torch_budget.py`) supplies groups, importances,
+Everything here works on plain numbers; `latency_budget.py` and its framework backends supply groups, importances,
 latencies and the model.
 """
 

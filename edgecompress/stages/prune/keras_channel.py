@@ -18,7 +18,8 @@ depthwise convs; Torch-Pruning also averages in the consumers' input weights and
 (sum |w|) and l2 (sum w^2) of each filter, taylor (|w * dL/dw| with gradients summed over `taylor_batches`
 training batches) and bn_scale (|gamma| of the group's batch norms; a group without one is not pruned, as in
 Torch-Pruning). Ties are broken by a seeded jitter of a millionth of the mean score, as in the torch backend.
-`round_to: auto`, latency budgets and precrop need the latency model or their own backend and are not
+`round_to: auto` snaps each group's width to the right edge of its latency plateau on the recipe's export
+targets (`keras_widths.py`, `widths.py`: the same method as for torch); latency budgets and precrop are not
 available for Keras models yet (`edgecompress validate` says so).
 """
 
@@ -291,6 +292,7 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
     shape = [1, *ctx.input_shape[1:]]
     ensure_graph(model, shape)
     plan = make_plan(model, config, ctx)
+    unpruned = model
     params_before, macs_before = count_params(model), count_macs(model, shape)
     channels_before = out_channels(model)
     target = config.macs_target or config.params_target
@@ -301,9 +303,16 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
             else (lambda m: count_params(m) / params_before)
         )
         ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
+    elif config.latency:
+        from edgecompress.stages.prune.latency_budget import prune_to_budget
+
+        ratio = None
+        model = prune_to_budget(model, config, ctx, plan)
     else:
         ratio = config.ratio or 0.0
         model = plan.apply(model, ratio)
+    if config.round_to == "auto":
+        model = _snap_to_plateaus(unpruned, model, plan, ctx)
     try:
         out = np.asarray(model(np.zeros(shape, dtype=np.float32), training=False))
     except Exception as exc:
@@ -388,32 +397,46 @@ class _Plan:
         self.ratios = ratios  # group -> layer_ratios ratio
         self._scores: tuple[Any, dict[str, np.ndarray]] | None = None  # the first step's, reused by trials
 
-    def apply(self, model: Any, ratio: float) -> Any:
-        """The model pruned at `ratio` over `iterative_steps` steps, channels re-ranked after each."""
+    def apply(
+        self, model: Any, ratio: float, *, plan: dict[str, int] | None = None, criterion: str | None = None
+    ) -> Any:
+        """The model pruned at `ratio` over `iterative_steps` steps, channels re-ranked after each; or, given a
+        width `plan` (group name -> channels kept), pruned to exactly those widths in one step. `criterion`:
+        rank by it instead of the recipe's (l1 for a latency trial, where which channels go does not matter)."""
         config = self.config
         rng = np.random.default_rng(self.ctx.seed)
         analysis = channel_graph(model)
         widths = {g.name: g.width for g in analysis.groups}
         current = model
-        for step in range(1, config.iterative_steps + 1):
+        steps = 1 if plan is not None else config.iterative_steps
+        for step in range(1, steps + 1):
             if current is not model:
                 analysis = channel_graph(current)
-            scores = self._importance(current, analysis, first=step == 1)
+            scores = (
+                importance(current, analysis, criterion)
+                if criterion
+                else self._importance(current, analysis, first=step == 1)
+            )
             scores = {
                 name: s + 1e-6 * np.abs(s).mean() * rng.random(len(s))
                 for name, s in scores.items()
                 if name not in self.frozen
             }
-            fraction = step / config.iterative_steps
-            counts = self._global(scores, widths, ratio * fraction) if config.global_ranking else {}
+            fraction = step / steps
+            if plan is not None:
+                counts = dict(plan)
+            else:
+                counts = self._global(scores, widths, ratio * fraction) if config.global_ranking else {}
             keep = {}
             for group in analysis.groups:
                 if group.name not in scores:
                     continue
                 if group.name not in counts:
+                    if plan is not None:
+                        continue
                     r = self.ratios.get(group.name, ratio) * fraction
                     counts[group.name] = int(widths.get(group.name, group.width) * (1 - r))
-                n = self._round(counts[group.name], group.width)
+                n = self._round(counts[group.name], group.width) if plan is None else counts[group.name]
                 if n < group.width:
                     keep[group.name] = _top(scores[group.name], n, _segments(analysis, group))
             if keep:
@@ -484,6 +507,19 @@ def _top(scores: np.ndarray, n: int, segments: list[np.ndarray]) -> np.ndarray:
             keep.remove(spare[0])
         keep.append(int(segment[np.argmax(scores[segment])]))
     return np.sort(np.asarray(keep, dtype=int))
+
+
+def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) -> Any:
+    """round_to auto: the unpruned model pruned to the width plan of `widths.snap_widths` (each group at the
+    right edge of its latency plateau on the recipe's export targets, at least as wide as in `wanted`)."""
+    from edgecompress.stages.prune import keras_widths
+    from edgecompress.stages.prune.widths import note_snap
+
+    widths, groups, info = keras_widths.snap(unpruned, wanted, plan.frozen, ctx)
+    model = plan.apply(unpruned, 0.0, plan=widths)
+    after = {g.name: g.width for g in channel_graph(model).groups}
+    note_snap(ctx, groups, widths, after, info)
+    return model
 
 
 def _search(model: Any, plan: _Plan, target: float, measure: Any, what: str) -> tuple[float, Any]:

@@ -397,7 +397,7 @@ class PruneStage(Stage):
                 "latency",
                 f"latency budgets need the latency model, which {framework} models do not have yet",
             )
-        if c.round_to == "auto" and framework not in self.planners:
+        if c.round_to == "auto" and framework not in self.round_to_auto_frameworks:
             return "round_to", (
                 f"round_to auto needs the latency model, which {framework} models do not have yet; give an integer"
             )
@@ -405,17 +405,25 @@ class PruneStage(Stage):
             return "method", f"precrop is not available for {framework} models yet (method channel is)"
         return None
 
+    #: Frameworks whose channel pruning snaps widths to latency plateaus (round_to auto).
+    round_to_auto_frameworks: ClassVar[tuple[str, ...]] = ("torch", "keras")
     #: Frameworks whose backend carries out method precrop.
     precrop_frameworks: ClassVar[tuple[str, ...]] = ("torch",)
-    prechecks: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:precheck"}
+    prechecks: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.prune.latency_budget:precheck",
+        "keras": "edgecompress.stages.prune.latency_budget:precheck",
+    }
     pattern_prechecks: ClassVar[dict[str, str]] = {
         "torch": "edgecompress.stages.prune.torch_sparsity:precheck",
         "keras": "edgecompress.stages.prune.keras_sparsity:precheck",
     }
     #: The unpruned model exported as each latency budget's reference artifact, after the stages.
     references: ClassVar[dict[str, str]] = {
-        "torch": "edgecompress.stages.prune.torch_budget:reference_artifacts",
-        "keras": "edgecompress.stages.prune.keras_sparsity:reference_artifacts",
+        "torch": "edgecompress.stages.prune.latency_budget:reference_artifacts",
+        "keras": "edgecompress.stages.prune.latency_budget:reference_artifacts",
     }
     #: `edgecompress plan`: the width plan of a latency budget, without pruning.
-    planners: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.prune.torch_budget:plan_widths"}
+    planners: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.prune.latency_budget:plan_widths",
+        "keras": "edgecompress.stages.prune.latency_budget:plan_widths",
+    }

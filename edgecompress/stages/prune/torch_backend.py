@@ -60,7 +60,7 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         )
         ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
     elif config.latency:
-        from edgecompress.stages.prune.torch_budget import prune_to_budget
+        from edgecompress.stages.prune.latency_budget import prune_to_budget
 
         ratio = None
         model = prune_to_budget(model, config, ctx, plan)
@@ -248,19 +248,20 @@ class _TieBreak:
 
 
 def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) -> Any:
-    """round_to auto: the unpruned model pruned to the width plan of `torch_widths.snap_widths` (each group
+    """round_to auto: the unpruned model pruned to the width plan of `widths.snap_widths` (each group
     at the right edge of its latency plateau, at least as wide as in `wanted`)."""
     import torch
 
     from edgecompress.frameworks.torch_layers import float_graph, layer_ops
     from edgecompress.stages.prune import torch_widths
+    from edgecompress.stages.prune import widths as width_plans
 
     shape = [1, *ctx.input_shape[1:]]
     modules = dict(wanted.named_modules())
     ignored = [modules[n] for n in plan.ignored if n in modules]
     original = out_channels(unpruned)
     groups = [
-        torch_widths.Group(**{**g.__dict__, "original": original.get(g.root, g.channels)})
+        width_plans.Group(**{**g.__dict__, "original": original.get(g.root, g.channels)})
         for g in torch_widths.pruning_groups(wanted, torch.zeros(shape), ignored)
     ]
 
@@ -271,30 +272,9 @@ def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) 
                 out.setdefault(layer.module, []).append(layer)
         return out
 
-    widths, info = torch_widths.snap_widths(wanted, groups, ctx, layers=layers)
+    widths, info = width_plans.snap_widths(wanted, groups, ctx, layers=layers)
     plan.apply(unpruned, 0.0, widths=torch_widths.widths_pruner(unpruned, widths, original))
-    after = out_channels(unpruned)
-    missed = {root: (keep, after.get(root)) for root, keep in widths.items() if after.get(root) != keep}
-    if missed:
-        ctx.ui.warn(f"prune: round_to auto: some groups did not reach their planned width: {missed}")
-    ctx.note("round_to", "auto")
-    ctx.note(
-        "widths",
-        {
-            g.root: [g.original, g.channels, after.get(g.root, widths[g.root])]
-            for g in groups
-            if g.original != after.get(g.root)
-        },
-    )
-    ctx.note("width_plan_targets", info["targets"])
-    if info["fallback"]:
-        ctx.note("width_plan_fallback", info["fallback"])
-    ctx.note("staircases", info["staircases"])
-    snapped = sum(1 for g in groups if after.get(g.root, g.channels) > g.channels)
-    ctx.ui.info(
-        f"prune: round_to auto: {snapped} of {len(groups)} groups widened to the edge of their latency plateau "
-        f"on {', '.join(info['targets'])}"
-    )
+    width_plans.note_snap(ctx, groups, widths, out_channels(unpruned), info)
     return unpruned.eval()
 
 

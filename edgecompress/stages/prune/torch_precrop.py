@@ -30,7 +30,7 @@ layer-wise densities and the model stays dense. Steps:
    scaled by one global factor s (k_g * s, clipped to [1 channel, all]) found by bisection on real trials
    (each crops a copy as step 5 does), keeping the largest s whose model keeps at most the target.
    With a latency budget a trial is judged by the latency model of each budget's export and device,
-   scaled to the measured unpruned model (`torch_budget.Solver.predict`, the prediction channel pruning's
+   scaled to the measured unpruned model (`latency_budget.Solver.predict`, the prediction channel pruning's
    budgets are solved with), and no group is narrower than the budgets' floor (8 channels and
    `max_layer_ratio`, as for channel pruning: the pre-check before training holds the budget to it, and
    narrower layers' times are noise). The result meets the budget by prediction, not by a measured
@@ -57,6 +57,7 @@ from edgecompress.frameworks.torch import count_macs, count_params
 from edgecompress.stages.prune import torch_widths
 from edgecompress.stages.prune.channel_common import TARGET_TOLERANCE, TARGET_WARNING
 from edgecompress.stages.prune.torch_backend import out_channels
+from edgecompress.stages.prune.widths import Group
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -91,26 +92,26 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
 
     shape = [1, *ctx.input_shape[1:]]
     criterion = "magnitude" if config.criterion in ("l1", "l2") else config.criterion
-    budgets: list[Any] = []  # latency: torch_budget.Target of each budget
+    budgets: list[Any] = []  # latency: latency_budget.Target of each budget
     floor: dict[str, int] = {}  # latency: the narrowest width of each group
     slack = 0.0  # how far over the target the narrowest widths may be
     if config.latency:
-        from edgecompress.stages.prune import torch_budget
+        from edgecompress.stages.prune import latency_budget
 
-        budgets = torch_budget.targets_of(config, ctx)
-        solver = torch_budget.Solver(plan, ctx, budgets, out_channels(model))
-        torch_budget.time_references(model, budgets, solver, ctx)
+        budgets = latency_budget.targets_of(config, ctx)
+        solver = latency_budget.Solver(plan, ctx, budgets, out_channels(model))
+        latency_budget.time_references(model, budgets, solver, ctx)
         binding = min(budgets, key=lambda t: t.relative)
         if binding.relative >= 1:
             ctx.ui.warn("prune: the unpruned model already meets every latency budget; nothing cropped")
-            ctx.note("latency_budgets", [torch_budget.budget_note(t) for t in budgets])
+            ctx.note("latency_budgets", [latency_budget.budget_note(t) for t in budgets])
             return model
         ctx.budget_unpruned = copy.deepcopy(model)  # the build exports it as each budget's reference
         floor = solver.floor(model)
-        slack = torch_budget.OVER  # as the pre-check, which found the floor within it before training
+        slack = latency_budget.OVER  # as the pre-check, which found the floor within it before training
 
         def latency(m: Any) -> float:  # at most 1: every budget met, aimed AIM under as a budget prune aims
-            return max(solver.predict(m, t) / (t.target_ms * torch_budget.AIM) for t in budgets)
+            return max(solver.predict(m, t) / (t.target_ms * latency_budget.AIM) for t in budgets)
 
         goal = Goal("latency", 1.0, binding.aimed, latency)
     elif config.macs_target or config.params_target:
@@ -181,7 +182,7 @@ def precrop(model: Any, config: PruneConfig, ctx: RunContext, plan: _Plan) -> An
     if budgets:
         for t in budgets:
             t.predicted_ms.append(solver.predict(best, t))
-        ctx.note("latency_budgets", [torch_budget.budget_note(t) for t in budgets])
+        ctx.note("latency_budgets", [latency_budget.budget_note(t) for t in budgets])
     ctx.note(
         "precrop",
         {
@@ -312,7 +313,7 @@ def layer_density(scores: dict[str, Any], density: float) -> dict[str, float]:
     return {n: float((s >= threshold).double().mean()) for n, s in scores.items()}
 
 
-def keep_ratios(model: Any, groups: list[torch_widths.Group], density: dict[str, float]) -> dict[str, float]:
+def keep_ratios(model: Any, groups: list[Group], density: dict[str, float]) -> dict[str, float]:
     """Group root -> channel keep ratio k_g: the bounded log-space least squares fit of every layer's
     parameter ratio (product of its output and input groups' k) to its PaI density."""
     from scipy.optimize import lsq_linear
