@@ -16,7 +16,7 @@ from edgecompress.errors import RecipeError
 from edgecompress.pipeline import run_build
 from edgecompress.recipe import load_recipe
 from edgecompress.stages.quantize.torch_derive import FORMS
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, REPO
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +133,58 @@ def test_a_plan_file_without_the_artifact_is_a_clear_error(tmp_path):
     with pytest.raises(RecipeError, match="has no plan for it"):
         run_build(recipe, out=tmp_path / "out", verbosity=0, profile=False)
     assert not (tmp_path / "out").exists()
+
+
+def _ptq(tmp_path, model: str, calibration: int = 256):
+    """(ctx, quantized): `model` (a recipe model section) PTQ-quantized at 16x16, with a tflite int8 export."""
+    from edgecompress.console import UI
+    from edgecompress.pipeline import load_context
+    from edgecompress.recipe import parse_recipe
+    from edgecompress.stages.base import run_stage
+
+    text = (
+        f"name: forms\nmodel: {model}\ndata: {{dataset: digits, image_size: [16, 16]}}\n"
+        f"stages: [{{type: quantize, mode: ptq, calibration_samples: {calibration}}}]\n"
+        "export: [{format: tflite, precision: int8}]\n"
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    recipe = parse_recipe(text, source=str(path), base_dir=tmp_path)
+    ctx, loaded = load_context(recipe, path, workdir=tmp_path / "w", ui=UI(verbosity=0))
+    ctx.current_stage = 0
+    return ctx, run_stage(ctx.recipe.stages[0], 0, loaded, ctx)
+
+
+def test_an_activation_the_converter_fuses_is_never_planned_float(tmp_path):
+    """digits_mlp's in-place ReLUs sit behind their Linear's quantize (the quantizer's linear-ReLU pattern
+    misses relu_), yet the TFLite converter fuses each into its FULLY_CONNECTED: a float form for them could
+    not be made (the export failed: 'relu_ chosen to run in float was not found'), so none is offered."""
+    from edgecompress.stages.quantize.torch_derive import plan_ops
+
+    model = (
+        f"{{source: '{REPO}/examples/mlp_models.py:digits_mlp', input_shape: [1, 1, 16, 16], "
+        "kwargs: {image_size: 16, hidden: 64}}"
+    )
+    _, quantized = _ptq(tmp_path, model)
+    relus = [op for op in plan_ops(quantized) if op.kind in ("relu", "clamp")]
+    assert relus and all("float" not in op.forms for op in relus), relus
+
+
+def test_every_float_form_offered_can_be_exported(tmp_path):
+    """A plan may choose float for any op that offers it, whichever CPU measured it: one op of each kind of
+    tiny_mobile_v3 (hardswish, SE gates, adds, convs, ...) is made float and exported to TFLite. The
+    hardsigmoid gates' fixed 1/256 output scale once made every float choice of them fail the export on the
+    machine that chose it."""
+    from edgecompress.registry import EXPORTERS
+    from edgecompress.stages.quantize.torch_derive import derive, kind_forms, plan_ops
+
+    assert "float" not in kind_forms("hardsigmoid")
+    ctx, quantized = _ptq(
+        tmp_path, f"{{source: '{EXAMPLES}:tiny_mobile_v3', input_shape: [1, 1, 16, 16]}}", 64
+    )
+    one_per_kind = {op.kind: op for op in plan_ops(quantized) if op.int8 and "float" in op.forms}
+    assert {"hardswish", "conv"} <= set(one_per_kind)
+    for kind, op in one_per_kind.items():
+        derived = derive(quantized, {op.node: "float"}, input_shape=ctx.input_shape)
+        spec = ctx.recipe.export[0].model_copy(update={"name": f"float-{kind}"})
+        EXPORTERS.get("tflite")().export(derived, spec, ctx, tmp_path / "out")  # ExportError if not found

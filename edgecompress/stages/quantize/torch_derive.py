@@ -101,9 +101,16 @@ KIND_FORMS: dict[str, tuple[str, ...]] = {
 DEFAULT_KIND_FORMS = ("float", "unquantized-output")
 
 
+#: Op kinds quantized with a fixed output scale (a sigmoid's or hardsigmoid's 1/256, a tanh's 1/128): the
+#: converter keeps that scale exact, so a float form's tag on it never reaches the .tflite and the op could not
+#: be found to make float (tiny_mobile_v3's hardsigmoid gates: every float choice failed the export).
+FIXED_SCALE_KINDS = ("hardsigmoid", "sigmoid", "tanh")
+
+
 def kind_forms(kind: str) -> tuple[str, ...]:
     """The forms an int8 op of `kind` can take."""
-    return ("int8", *KIND_FORMS.get(kind, DEFAULT_KIND_FORMS))
+    forms = ("int8", *KIND_FORMS.get(kind, DEFAULT_KIND_FORMS))
+    return tuple(f for f in forms if f != "float") if kind in FIXED_SCALE_KINDS else forms
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,18 @@ def _feeds_concat(node: torch.fx.Node) -> bool:
     return found is not None and any(user.target == aten.cat.default for dq in found[1] for user in dq.users)
 
 
+def _fused_by_converter(node: torch.fx.Node) -> bool:
+    """Whether `node` is a ReLU / ReLU6 reading, through a quantize/dequantize pair, the output of a conv,
+    linear or add that nothing else reads (the TFLite converter fuses such an activation into that op)."""
+    aten = torch.ops.aten
+    activations = (aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default)
+    if node.target not in activations or not node.args or not isinstance(node.args[0], torch.fx.Node):
+        return False
+    producer = _producer(node.args[0])
+    fusing = (aten.conv1d.default, aten.conv2d.default, aten.linear.default, aten.add.Tensor)
+    return producer is not node.args[0] and producer.target in fusing and _readers(producer) == [node]
+
+
 def quantized_ops(gm: torch.fx.GraphModule) -> list[QuantizedOp]:
     """Every computing op of a converted PT2E graph, in graph order, with the forms it can take."""
     kinds = _op_kinds()
@@ -165,6 +184,10 @@ def quantized_ops(gm: torch.fx.GraphModule) -> list[QuantizedOp]:
         if quantized and kind != "concat" and _feeds_concat(node):
             # its output scale is the concatenation's (shared): the converter keeps one scale for all of the
             # concatenation's inputs, so a tag on this op's scale does not reach the .tflite
+            forms = tuple(f for f in forms if f != "float") or forms
+        if quantized and _fused_by_converter(node):
+            # a ReLU / ReLU6 behind its conv's / linear's quantize (an in-place relu_ the quantizer's patterns
+            # miss): the converter fuses it into that op all the same, so it cannot run alone in float
             forms = tuple(f for f in forms if f != "float") or forms
         out.append(QuantizedOp(node.name, kind, _module_path(node), quantized, forms))
     return out
