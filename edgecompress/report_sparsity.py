@@ -74,6 +74,16 @@ LAYER_COLUMNS = (
 )
 
 
+#: How a layer's zeros were made (a Keras plan's `engines`), as the layer tables say it after the pattern.
+ENGINES = {"tfmot": "by TFMOT", "masks": "by edgecompress's masks"}
+
+
+def _engines(report: Report) -> dict[str, str]:
+    """Each sparse layer's engine in the build's last pattern-sparsity plan (empty: the plan names none)."""
+    plans = [s.notes["sparsity_plan"] for s in report.steps if "sparsity_plan" in s.notes]
+    return {n: ENGINES.get(e, e) for n, e in plans[-1].get("engines", {}).items()} if plans else {}
+
+
 def _p50(m: Measurements) -> str:
     low, high = m.latency.spread_ms
     return f"{m.latency.p50_ms:.3f} ({low:.3f}–{high:.3f})"
@@ -86,6 +96,7 @@ def sparsity_tables(report: Report) -> dict[str, list[list[str]]] | None:
     if not sparse:
         return None
     tables: dict[str, list[list[str]]] = {"sizes": [], "speed": [], "runtime": []}
+    engines = _engines(report)
     for a in sparse:
         twin = dense_twin(report, a)
         found = a.sparsity
@@ -107,7 +118,7 @@ def sparsity_tables(report: Report) -> dict[str, list[list[str]]] | None:
         tables[f"layers:{a.name}"] = [
             [
                 r.layer,
-                r.pattern,
+                f"{r.pattern} ({engines[r.layer]})" if r.layer in engines else r.pattern,
                 _tensor(r.tensor),
                 r.dtype or "—",
                 f"{r.model_sparsity:.1%}",

@@ -4,6 +4,11 @@ schedule, best-epoch rule and sparsity masks as the PyTorch adapter's `fit` (`fr
 A custom loop (tf.GradientTape inside a tf.function) rather than `model.fit`, so the distillation loss sees the
 teacher's logits per batch, masks are applied after every optimizer step, and TFMOT's QAT models train through
 the same code.
+
+The fit that ramps a polynomial sparsity plan trains a copy of the model with TFMOT's pruning wrappers around
+the plan's TFMOT layers (`keras_tfmot_prune.TfmotRamp`: the wrappers step themselves in the training calls, the
+weights are re-masked at every epoch end as TFMOT's UpdatePruningStep callback does), stripped into the given
+model when the fit ends; the plan's other layers ramp through `keras_masks.KerasMasks` in the same fit.
 """
 
 from __future__ import annotations
@@ -93,6 +98,13 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
     n, bs = len(y), options.batch_size
     steps_per_epoch = n // bs + (1 if n % bs > 1 else 0)
     steps = options.epochs * steps_per_epoch
+    given, tfmot_ramp, masks_plan = model, None, options.sparsity
+    if options.sparsity is not None:
+        from edgecompress.frameworks.keras_tfmot_prune import TfmotRamp
+
+        tfmot_ramp = TfmotRamp.for_fit(model, options.sparsity, steps=steps, steps_per_epoch=steps_per_epoch)
+        if tfmot_ramp is not None:  # the wrapped copy trains; stripped into `given` at the end
+            model, masks_plan = tfmot_ramp.model, tfmot_ramp.masks_plan
     if options.schedule == "cosine":
         lr: Any = keras.optimizers.schedules.CosineDecay(options.lr, decay_steps=max(steps, 1))
     else:
@@ -140,10 +152,10 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
             teacher_all = np.log(np.maximum(teacher_all, PROB_FLOOR))
 
     masks = None
-    if options.sparsity is not None:
+    if masks_plan is not None:
         from edgecompress.frameworks.keras_masks import KerasMasks
 
-        masks = KerasMasks(model, options.sparsity, steps=steps, steps_per_epoch=steps_per_epoch)
+        masks = KerasMasks(model, masks_plan, steps=steps, steps_per_epoch=steps_per_epoch)
     step = 0
     best_key: tuple[float, float] | None = None
     best_weights: list[np.ndarray] | None = None
@@ -180,13 +192,17 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
                 loss_sum += float(loss) * len(idx)
                 seen += len(idx)
                 counter[0] += len(idx)
+            if tfmot_ramp is not None:
+                tfmot_ramp.epoch_end()
             val_acc, val_loss = accuracy_and_loss(
                 predict(model, data.val.x) if len(data.val) else np.zeros((0, 0)),
                 data.val.y,
                 probabilities=student_softmax,
             )
             improved = best_key is None or (val_acc, -val_loss) > best_key
-            settled = masks is None or masks.settled(step)
+            settled = (masks is None or masks.settled(step)) and (
+                tfmot_ramp is None or tfmot_ramp.settled(step)
+            )
             if options.keep_best and not math.isnan(val_acc) and improved and settled:
                 best_key = (val_acc, -val_loss)
                 best_weights = model.get_weights()
@@ -196,7 +212,19 @@ def fit(model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI,
                 f"val_acc {val_acc:.4f}  val_loss {val_loss:.4f}"
             )
             task.advance(1, loss=train_loss, val_acc=val_acc)
-    if best_weights is not None:
+    if best_weights is not None:  # a wrapped model's masks and pruning steps are among its weights
         model.set_weights(best_weights)
         ui.debug(f"{options.description}: kept the weights with the best val_acc {best_key[0]:.4f}")  # type: ignore[index]
+    if tfmot_ramp is not None:
+        model, masked, missed = tfmot_ramp.finish(given)
+        ui.debug(
+            f"{options.description}: TFMOT's wrappers stripped from {len(masked)} layers (masks at "
+            + ", ".join(f"{n} {s:.1%}" for n, s in masked.items())
+            + ")"
+        )
+        if missed:
+            ui.warn(
+                f"{options.description}: TFMOT's zeros missed the plan in {', '.join(missed)} (ties at its "
+                "threshold); zeroed further to the plan"
+            )
     return model

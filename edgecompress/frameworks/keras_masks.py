@@ -5,6 +5,10 @@ the schedule of `sparsity.MaskRamp`, an update never reviving a zero.
 Masks are made in the canonical [out, in_per_group, kh, kw] layout the plan is defined in (the same
 `sparsity.keep_mask` as PyTorch's), turned into the kernel's own Keras layout once per update, and applied
 after each step by one multiply per kernel.
+
+A plan's layers pruned by TFMOT (`keras_tfmot_prune.py`) are left out of the fit that ramps them (TFMOT's
+wrappers do it); in every other fit they are held here like the rest: a fixed mask of their zeros as read from
+the weights once TFMOT's wrappers are stripped.
 """
 
 from __future__ import annotations

@@ -133,6 +133,10 @@ def test_the_tflite_holds_two_of_four_read_back(built):
         pytest.skip("2:4 is the MobileNetV2-style model's")
     plan = next(s.notes["sparsity_plan"] for s in report.steps if "sparsity_plan" in s.notes)
     assert len(plan["layers"]) >= 10  # every 1x1 expand/project conv with inputs divisible by 4
+    # every one a Conv2D, whose kernel TFMOT's m-by-n groups along its input channels: pruned by TFMOT
+    assert plan["engines"] == {name: "tfmot" for name in plan["layers"]}
+    engines = next(s.notes["sparsity_engines"] for s in report.steps if "sparsity_engines" in s.notes)
+    assert {row["layer"]: row["engine"] for row in engines} == plan["engines"]
     for artifact in ("tflite-fp32.tflite", "tflite-int8.tflite"):
         weights = read_weights(out / artifact)
         sparse = [w for w in weights if w.groups == 1 and (w.values == 0).mean() >= 0.45]
