@@ -506,6 +506,7 @@ class _Build:
                     gzip_bytes=item.gzip_bytes,
                     zstd_bytes=item.zstd_bytes,
                     sparsity=item.sparsity,
+                    notes=_sidecar_notes(artifact),
                 )
             )
         return artifacts
@@ -739,3 +740,12 @@ def run_build(
     if failed:
         raise GateFailed("; ".join(g.message for g in failed))
     return report
+
+
+def _sidecar_notes(artifact: Any) -> dict[str, str]:
+    """The exporter's notes in the artifact's sidecar (`<name>.json` beside it), as text."""
+    try:
+        notes = json.loads(Path(artifact.path).with_suffix(".json").read_text()).get("notes") or {}
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in notes.items()}

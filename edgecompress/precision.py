@@ -544,25 +544,33 @@ class Planner:
             for ops in pool.values():
                 artifacts.append(self.export_candidate(spec, ops))
                 task.advance()
-        runner = RUNNERS.get(device.connection.runner)()
-        threads = self.ctx.recipe.profile.threads or device.threads
-        with self.ui.progress(f"precision plan race on {device.name}", total=None):
-            result = runner.run_batch(
-                artifacts,
-                device,
-                runs=CANDIDATE_RUNS,
-                warmup_seconds=0.2,
-                threads=threads,
-                rounds=max(RACE_ROUNDS, self.ctx.recipe.profile.rounds),
-            )
-        out = {}
-        for key, timing in zip(pool, result.timings, strict=True):
-            if timing.error:
-                raise DeviceError(
-                    f"{device.name}: could not time a candidate of {spec.artifact_name}: {timing.error}"
-                )
-            out[key] = (timing.p50_ms, list(timing.rounds_p50_ms))
-        return out
+        timed = race(artifacts, device, self.ctx, self.ui, what=f"a candidate of {spec.artifact_name}")
+        return dict(zip(pool, timed, strict=True))
+
+
+def race(
+    artifacts: list[Any], device: DeviceProfile, ctx: Any, ui: UI, *, what: str
+) -> list[tuple[float, list[float]]]:
+    """Whole models timed against each other on `device` in interleaved fresh-process rounds (at least
+    RACE_ROUNDS, more when the recipe's profile asks for more): (p50 ms, each round's p50) per artifact.
+    DeviceError naming `what` when one cannot be timed."""
+    runner = RUNNERS.get(device.connection.runner)()
+    threads = ctx.recipe.profile.threads or device.threads
+    with ui.progress(f"race of {len(artifacts)} candidates on {device.name}", total=None):
+        result = runner.run_batch(
+            artifacts,
+            device,
+            runs=CANDIDATE_RUNS,
+            warmup_seconds=0.2,
+            threads=threads,
+            rounds=max(RACE_ROUNDS, ctx.recipe.profile.rounds),
+        )
+    out = []
+    for timing in result.timings:
+        if timing.error:
+            raise DeviceError(f"{device.name}: could not time {what}: {timing.error}")
+        out.append((timing.p50_ms, list(timing.rounds_p50_ms)))
+    return out
 
 
 def lock_entry(plan: PrecisionPlan) -> dict[str, Any]:

@@ -115,6 +115,11 @@ class ArtifactResult(BaseModel):
         description="int8 parity under the threshold: the layers where the runtime's tensors depart from the "
         "torch graph's by more than rounding, earliest first.",
     )
+    notes: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the exporter says of the file (its sidecar's notes): how int8 was made, a race "
+        "between candidates, fp16 weights, sparse encoding.",
+    )
 
 
 class CrossRuntime(BaseModel):
@@ -317,6 +322,10 @@ class Report(BaseModel):
         for a in self.artifacts:
             if a.divergent_layers:
                 out += ["", f"**{a.name}** departs from its torch graph at: " + "; ".join(a.divergent_layers)]
+        noted = [(a.name, k, v) for a in self.artifacts for k, v in a.notes.items()]
+        if noted:
+            out += ["", "What the exporters say of each file:", ""]
+            out += [f"- **{name}**, {k}: {_short(v)}" for name, k, v in noted]
         if self.cross_runtime:
             out += [
                 "",

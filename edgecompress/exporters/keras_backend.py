@@ -2,9 +2,10 @@
 exporting.
 
 Float exports convert the float Keras model at a fixed batch-1 input. int8 exports are the `quantize` stage's
-int8 `.tflite` (TFMOT QAT or the converter's PTQ; float32 input and output), and for OpenVINO that same file
-read by OpenVINO's TFLite frontend (its int8 tensors become FakeQuantize ops with the same scales), so both
-runtimes run one quantized model.
+int8 `.tflite` (TFMOT QAT or the converter's PTQ; float32 input and output), and for OpenVINO the faster of
+that same file read by OpenVINO's TFLite frontend (its int8 tensors become FakeQuantize ops with the same
+scales: one quantized model on both runtimes) and NNCF's quantization of the fp32 IR, raced on the export's
+device (`keras_openvino_int8.py`: never slower than NNCF).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def export_tflite(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) 
 
 def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path) -> Artifact:
     """Keras model -> `<out_dir>/<name>.xml/.bin` (+ `<name>.json`): float models through OpenVINO's
-    TensorFlow frontend; int8 reads the quantize stage's int8 .tflite."""
+    TensorFlow frontend; int8 is the faster of OpenVINO's reading of the quantize stage's int8 .tflite and NNCF's
+    quantization of the fp32 IR (`keras_openvino_int8.choose`)."""
     check_request(spec, precisions=OpenVINOExporter.precisions, options=tuple(OpenVINOExporter.options))
     _checked(model, spec)
     requested = spec.options.get("inference_precision", "f32")
@@ -93,19 +95,36 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
         import openvino as ov
 
         if isinstance(model, KerasQuantized):
-            source = out_dir / f"{name}.int8-source.tflite"
-            source.write_bytes(model.tflite)
-            try:
-                with converting(name, "OpenVINO conversion of the int8 .tflite", ui=ctx.ui):
-                    ov_model = ov.convert_model(str(source))
-            finally:
-                source.unlink(missing_ok=True)
+            from edgecompress.exporters import keras_openvino_int8 as race
+
+            candidates = {
+                "tflite": race.tflite_ir(model, name, out_dir, ctx),
+                "qat": race.qat_ir(model, ctx, name),
+                # NNCF quantizes every layer: not a candidate when the plan keeps some float
+                "nncf": None if model.float_layers else race.nncf_ir(model, ctx, name),
+            }
+            candidates = {key: ir for key, ir in candidates.items() if ir is not None}
+
+            def candidate(ir: Any, candidate_spec: ExportSpec, run_ctx: RunContext, path: Path) -> Any:
+                return finish_openvino(
+                    ir,
+                    candidate_spec,
+                    run_ctx,
+                    path,
+                    task=race.Untracked(),
+                    notes={},
+                    converter=package_versions("tensorflow", "tf-keras", "openvino", "nncf"),
+                    inference_precision=inference_precision,
+                )
+
+            chosen, notes["int8_race"] = race.choose(model, candidates, spec, ctx, finish=candidate)
+            ov_model = candidates[chosen]
+            source = {"tflite": "the int8 .tflite", "qat": "the QAT model"}.get(
+                chosen, "NNCF's quantization of the fp32 IR"
+            )
+            scheme = model.scheme if chosen != "nncf" else "nncf.quantize defaults on the calibration split"
             notes["int8"] = int8_note(
-                ov_model,
-                name,
-                source="the int8 .tflite",
-                scheme=model.scheme,
-                inference_precision=inference_precision,
+                ov_model, name, source=source, scheme=scheme, inference_precision=inference_precision
             )
         else:
             with converting(name, "OpenVINO conversion (TensorFlow frontend)", ui=ctx.ui):
@@ -118,6 +137,8 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
             xml,
             task=task,
             notes=notes,
-            converter=package_versions("tensorflow", "tf-keras", "openvino"),
+            converter=package_versions(
+                "tensorflow", "tf-keras", "openvino", *(["nncf"] if "NNCF" in notes.get("int8", "") else [])
+            ),
             inference_precision=inference_precision,
         )

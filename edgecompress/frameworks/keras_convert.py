@@ -54,3 +54,37 @@ def to_tflite(
             else ""
         )
         raise ModelError(f"TFLite {what} of the Keras model failed{hint}: {one_line(exc)}") from exc
+
+
+def float_twin(model: Any) -> Any:
+    """A float tf_keras model computing what TFMOT's QAT model `model` computes without its fake quantization:
+    the wrapped layers unwrapped (their trained weights copied), TFMOT's QuantizeLayers as identities. A
+    float model is returned as it is."""
+    from edgecompress.frameworks.keras_layers import WRAPPERS, weight_role
+
+    keras = keras_env.keras()
+    inner: dict[str, Any] = {}
+
+    def unwrap(layer: Any) -> Any:
+        source = layer
+        while type(source).__name__ in WRAPPERS and hasattr(source, "layer"):
+            source = source.layer
+        if type(source).__name__ == "QuantizeLayer":
+            return keras.layers.Activation("linear", name=source.name)
+        inner[source.name] = layer  # the wrapper holds the float variables (its layer's kernel attribute
+        config = source.get_config()  # is the fake-quantized tensor once it has run)
+        if "activation" in config:  # TFMOT's QuantizeAwareActivation around the original (NoOp: linear)
+            act = getattr(source.activation, "activation", source.activation)
+            plain = type(act).__name__ == "NoOpActivation"
+            config["activation"] = "linear" if plain else keras.activations.serialize(act)
+        return source.__class__.from_config(config)
+
+    if not any(type(layer).__name__ in (*WRAPPERS, "QuantizeLayer") for layer in model.layers):
+        return model
+    twin = keras.models.clone_model(model, clone_function=unwrap)
+    for layer in twin.layers:
+        holder = inner.get(layer.name)
+        if holder is not None and layer.weights:
+            own = {weight_role(w): w for w in holder.weights if w.name.startswith(f"{layer.name}/")}
+            layer.set_weights([own[weight_role(w)].numpy() for w in layer.weights])
+    return twin
