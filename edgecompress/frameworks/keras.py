@@ -10,7 +10,7 @@ Models take NHWC images (`data.layout: NHWC`, `model.input_shape: [1, H, W, C]`)
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,9 +124,7 @@ class KerasAdapter(FrameworkAdapter):
     def copy(self, model: Any) -> Any:
         """An independent copy (architecture and weights)."""
         if isinstance(model, KerasQuantized):
-            return KerasQuantized(
-                self.copy(model.model), model.tflite, model.mode, model.scheme, model.float_layers
-            )
+            return replace(model, model=self.copy(model.model), _interpreter=None)
         keras = keras_env.keras()
         with _custom_scope():
             clone = keras.models.clone_model(model)

@@ -202,6 +202,27 @@ class FrameworkContract:
             outside = _run_outside(artifact.path, ctx.data.test.x[:16])
             np.testing.assert_allclose(outside, out.logits[:16], atol=1e-4)
 
+    def test_auto_export_races_int8_against_fp32(self, trained, tmp_path, monkeypatch):
+        from edgecompress.precision import Planner
+        from edgecompress.specs import load_device
+
+        monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
+        export = "[{format: tflite, precision: auto}]"
+        ctx, model = self.stage_ctx(trained, tmp_path, "[{type: quantize, mode: ptq}]", export)
+        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        planner = Planner(
+            ctx, quantized=quantized, float_model=model, devices=[load_device("desktop")], ui=ctx.ui
+        )
+        try:
+            plan = planner.plan(ctx.recipe.export[0])
+        finally:
+            planner.close()
+        names = {c.name for c in plan.candidates}
+        assert "fp32" in names and "plan" in names, names  # the whole models were timed against each other
+        fastest = min(plan.candidates, key=lambda c: c.p50_ms)
+        assert plan.chosen == fastest.name and all(len(c.rounds_p50_ms) >= 5 for c in plan.candidates)
+        assert plan.val_accuracy["float model"] > 0.5
+
     def test_float_exports_match_the_model(self, trained, tmp_path):
         export = "[{format: tflite, precision: fp32}, {format: openvino, precision: fp32}, {format: tflite, precision: fp16}]"
         ctx, model = self.stage_ctx(trained, tmp_path, "[]", export)

@@ -140,15 +140,13 @@ def test_keras_model_file_must_exist(write_recipe):
         load_recipe(path)
 
 
-def test_keras_has_no_precision_planner_yet(write_recipe, tmp_path):
+def test_keras_exports_take_precision_auto(write_recipe, tmp_path):
     (tmp_path / "model.keras").write_bytes(b"")
     text = BASE.replace(f"{EXAMPLES}:tiny_cnn", "model.keras") + (
         "stages: [{type: quantize, mode: ptq}]\nexport: [{format: tflite, precision: auto}]\n"
     )
-    with pytest.raises(
-        RecipeError, match=r"export\.0\.precision: precision plans .* keras models do not have"
-    ):
-        load_recipe(write_recipe(text))
+    recipe = load_recipe(write_recipe(text))
+    assert recipe.model.resolved_framework == "keras" and recipe.export[0].precision == "auto"
 
 
 BUDGET = "stages:\n  - {type: prune, criterion: taylor, latency: %s}\nexport: [{format: tflite}]\n"

@@ -15,6 +15,7 @@ and OpenVINO's reading of it, so both runtimes run one quantized model with the 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,25 +113,85 @@ def _qat_model(model: Any, float_layers: tuple[str, ...], *, sparse: bool) -> An
             "Sequential model (rebuild it with the functional API), or use mode: ptq"
         )
 
-    def annotate(layer: Any) -> Any:
-        if layer.name in float_layers or isinstance(layer, keras.layers.InputLayer):
-            return layer.__class__.from_config(layer.get_config())
-        return q.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()))
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs as configs,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry,
+    )
 
+    known = registry.Default8BitQuantizeRegistry()
+    float_layers = _with_their_norms(model, float_layers)
+
+    def annotate(layer: Any) -> Any:
+        fresh = layer.__class__.from_config(layer.get_config())
+        if layer.name in float_layers or isinstance(layer, keras.layers.InputLayer):
+            return fresh
+        if not layer.weights and (not known.supports(layer) or _unsupported_activation(layer, keras)):
+            # a weightless layer TFMOT has no config for (Rescaling, Multiply of an SE gate or a hard swish):
+            # its output quantized, as TFLite's int8 MUL / ADD kernels take it
+            return q.quantize_annotate_layer(fresh, quantize_config=configs.Default8BitOutputQuantizeConfig())
+        return q.quantize_annotate_layer(fresh)
+
+    scope = {"Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig}
+    _names_past(model, ("conv2d", "depthwise_conv2d"))
     try:
         annotated = keras.models.clone_model(model, clone_function=annotate)
         annotated.set_weights(model.get_weights())
         if sparse:
             scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-            with q.quantize_scope():
+            with q.quantize_scope(scope):
                 return q.quantize_apply(annotated, scheme)
-        with q.quantize_scope():
+        with q.quantize_scope(scope):
             return q.quantize_apply(annotated)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ModelError(
             f"quantize: TFMOT cannot quantize this model: {one_line(exc)} — keep that layer float with "
             "quantize.keep_float: [<layer name>], or use mode: ptq"
         ) from exc
+
+
+def _with_their_norms(model: Any, float_layers: tuple[str, ...]) -> tuple[str, ...]:
+    """`float_layers` and the BatchNormalization after each (folded into its conv by the converter; TFMOT has
+    no config for a batch norm alone, only for the conv + batch norm pair)."""
+    from edgecompress.frameworks.keras_layers import graph
+
+    if not float_layers:
+        return float_layers
+    extra = [
+        node.name
+        for node in graph(model)
+        if node.kind == "BatchNormalization" and len(node.inputs) == 1 and node.inputs[0][0] in float_layers
+    ]
+    return tuple(dict.fromkeys([*float_layers, *extra]))
+
+
+#: The activation functions TFMOT's Activation config quantizes (Default8BitActivationQuantizeConfig).
+TFMOT_ACTIVATIONS = ("relu", "swish", "gelu", "linear", "softmax", "sigmoid", "tanh")
+
+
+def _unsupported_activation(layer: Any, keras: Any) -> bool:
+    """An Activation layer whose function TFMOT's Activation config refuses (hard_sigmoid, relu6, hard_silu,
+    elu, ...): it is quantized at its output instead, as TFLite's int8 kernels take it."""
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    return isinstance(layer, keras.layers.Activation) and name not in TFMOT_ACTIVATIONS
+
+
+def _names_past(model: Any, prefixes: tuple[str, ...]) -> None:
+    """Move Keras's layer-name counters past the model's own layer names: TFMOT's SeparableConv2D transform
+    makes a DepthwiseConv2D and a Conv2D named by those counters ('conv2d', 'conv2d_1', ...), which clash with
+    a model's layers of the same names (Keras 3's default names) and fail the QAT model's construction."""
+    keras_env.keras()
+    from tf_keras.src import backend  # get_default_graph_uid_map: what Layer() draws its names from
+
+    counters = backend.get_default_graph_uid_map()
+    names = {layer.name for layer in model.layers}
+    for prefix in prefixes:
+        taken = [
+            int(found.group(1) or 0) for n in names if (found := re.fullmatch(rf"{prefix}(?:_(\d+))?", n))
+        ]
+        if taken:  # the next generated name is prefix_<count> ('conv2d' at 0), keyed (namespace, prefix)
+            counters[("", prefix)] = max(counters[("", prefix)], max(taken) + 1)
 
 
 def _observe(qat_model: Any, images: np.ndarray) -> None:

@@ -155,7 +155,10 @@ class QuantizeStage(Stage):
     #: Per framework, the module the precision planner (`edgecompress/precision.py`) derives export graphs
     #: with: plan_ops(model), plan_layers(model, input_shape), derive(model, plan, input_shape=...),
     #: openvino_placement(model).
-    plan_backends: ClassVar[dict[str, str]] = {"torch": "edgecompress.stages.quantize.torch_derive"}
+    plan_backends: ClassVar[dict[str, str]] = {
+        "torch": "edgecompress.stages.quantize.torch_derive",
+        "keras": "edgecompress.stages.quantize.keras_derive",
+    }
 
 
 def calibration_images(ctx: RunContext, count: int) -> np.ndarray:
