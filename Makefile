@@ -13,7 +13,7 @@ BOARD_PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo
 # System packages the tests need (a real sshd for the SSH runner), installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long bench-sparsity bench-sparsity-long bench-frameworks lint clean
+.PHONY: install system-packages demo test test-fast bench bench-official bench-int8 bench-suite bench-budget bench-budget-long bench-sparsity bench-sparsity-long bench-sparsity-mlp bench-frameworks lint clean
 
 install: $(STAMP)
 
@@ -88,6 +88,11 @@ bench-sparsity: install
 
 bench-sparsity-long: install
 	$(PY) benchmarks/sparsity_suite.py --long
+
+# OpenVINO's sparse weight decompression (int8 FullyConnected, AMX CPUs) on an FC-heavy model: digits_mlp
+# hidden 2048, the Linear-layer methods, openvino-int8 compiled with sparse_weights_decompression_rate 0.5
+bench-sparsity-mlp: install
+	$(PY) benchmarks/sparsity_suite.py --model mlp
 
 # the PyTorch and Keras quickstarts side by side: accuracy, MACs, size and latency (interleaved rounds; about
 # 3 minutes on 2 cores)
