@@ -170,9 +170,10 @@ def choose(
             ).logits
             agree = float((logits.argmax(1) == reference).mean())
             if agree >= AGREEMENT:
+                passed_over = f"; refused, faster still: {'; '.join(refused)}" if refused else ""
                 return key, (
                     f"{line}; {WHAT[key]} shipped ({base / timed[key][0]:.2f}x as fast as the .tflite's reading; "
-                    f"agrees with the quantized model on {agree:.1%} of the validation images)"
+                    f"agrees with the quantized model on {agree:.1%} of the validation images){passed_over}"
                 )
             refused.append(
                 f"{WHAT[key]} agrees with the quantized model on {agree:.1%} of the validation images"
