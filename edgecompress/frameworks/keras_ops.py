@@ -159,29 +159,18 @@ def _ops(node: Node, name: str, ins: list[tuple], outs: list[tuple], activation:
     cin = int(shape[-1])
     if kind in _CONVS and any(int(d) != 1 for d in getattr(layer, "dilation_rate", (1, 1))):
         return []  # the latency graphs have no dilated convs
-    if kind == "Conv2D" and len(shape) == 4:
+    if kind in ("Conv2D", "DepthwiseConv2D") and len(shape) == 4:
+        depthwise = kind == "DepthwiseConv2D"
+        out = cin * int(layer.depth_multiplier) if depthwise else layer.filters
+        groups = cin if depthwise else getattr(layer, "groups", 1)
         return [
             _conv(
                 name,
                 "conv",
                 shape,
                 layer,
-                out=layer.filters,
-                groups=getattr(layer, "groups", 1),
-                kernel=layer.kernel_size,
-                activation=activation,
-            )
-        ]
-    if kind == "DepthwiseConv2D" and len(shape) == 4:
-        width = cin * int(layer.depth_multiplier)
-        return [
-            _conv(
-                name,
-                "conv",
-                shape,
-                layer,
-                out=width,
-                groups=cin,
+                out=out,
+                groups=groups,
                 kernel=layer.kernel_size,
                 activation=activation,
             )
