@@ -153,14 +153,20 @@ class FrameworkContract:
         assert notes["round_to"] == "auto"
         assert notes["width_plan_targets"] == ["desktop/litert-fp32", "desktop/openvino-int8"]
         after = {layer.name: layer.out_channels for layer in ctx.adapter.layers(pruned, ctx.input_shape)}
-        assert notes["widths"] and notes["staircases"]
-        for root, (original, asked, kept) in notes["widths"].items():
-            assert original == channels[root] and asked <= kept <= original, root
-            assert after[root] == kept, root
-            staircase = notes["staircases"][root]
+        # a tiny model's latency can be flat up to its full width: then every group snaps back to it and
+        # `widths` (the groups that changed) is empty; the staircases are measured either way
+        assert notes["staircases"]
+        for root, staircase in notes["staircases"].items():
             assert set(staircase) <= {"desktop/litert-fp32", "desktop/openvino-int8"}, root
-            for costs in staircase.values():  # timed from the asked width up
-                assert str(asked) in {str(c) for c in costs} and all(t >= 0 for t in costs.values())
+            asked = min(
+                int(c) for costs in staircase.values() for c in costs
+            )  # a sweep starts at the asked width
+            assert all(t >= 0 for costs in staircase.values() for t in costs.values()), root
+            assert asked <= after[root] <= channels[root], root
+            if root in notes["widths"]:
+                assert notes["widths"][root] == [channels[root], asked, after[root]], root
+            else:
+                assert after[root] == channels[root], root
         ctx.adapter.check(pruned, ctx.input_shape, ctx.data.num_classes)
 
     def test_latency_budget_is_solved_and_measured(self, trained, tmp_path, monkeypatch):
