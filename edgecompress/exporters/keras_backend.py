@@ -88,6 +88,7 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
     inference_precision = None if requested == "auto" else requested
     name = spec.artifact_name
     notes: dict[str, Any] = {}
+    versions = ["tensorflow", "tf-keras", "openvino"]
     out_dir.mkdir(parents=True, exist_ok=True)
     xml = out_dir / f"{name}.xml"
     shape = [1, *ctx.input_shape[1:]]
@@ -111,13 +112,15 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
                     candidate_spec,
                     run_ctx,
                     path,
-                    task=race.Untracked(),
+                    task=None,
                     notes={},
                     converter=package_versions("tensorflow", "tf-keras", "openvino", "nncf"),
                     inference_precision=inference_precision,
                 )
 
             chosen, notes["int8_race"] = race.choose(model, candidates, spec, ctx, finish=candidate)
+            if chosen == "nncf":
+                versions.append("nncf")
             ov_model = candidates[chosen]
             source = {"tflite": "the int8 .tflite", "qat": "the QAT model"}.get(
                 chosen, "NNCF's quantization of the fp32 IR"
@@ -137,8 +140,6 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
             xml,
             task=task,
             notes=notes,
-            converter=package_versions(
-                "tensorflow", "tf-keras", "openvino", *(["nncf"] if "NNCF" in notes.get("int8", "") else [])
-            ),
+            converter=package_versions(*versions),
             inference_precision=inference_precision,
         )

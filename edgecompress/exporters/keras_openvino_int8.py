@@ -11,8 +11,7 @@ Up to three candidates are made and raced on the export's device:
   fp32 IR of the same weights (a QAT model's float twin: `keras_convert.float_twin`): NNCF places FakeQuantize
   where OpenVINO's CPU plugin fuses best.
 
-Measured on a MobileNetV2-style Keras model (32x32, 1 thread, an AMX CPU, one process): `tflite` 0.203-0.210
-ms, `qat` 0.187 ms, `nncf` 0.162 ms. All are timed in interleaved fresh-process rounds (`precision.race`); the
+`make bench-frameworks` quotes the race of the Keras quickstart's build (benchmarks/RESULTS.md). All are timed in interleaved fresh-process rounds (`precision.race`); the
 fastest that beats `tflite` by more than `MARGIN` (within it, the .tflite's reading wins: one file's scales on
 both runtimes) and agrees with the quantized model on at least `AGREEMENT` of the validation images (NNCF's is
 a second quantization of the weights: it must not change the answers) is shipped. The export's notes give
@@ -50,13 +49,6 @@ WHAT = {
     "qat": "TFMOT's QAT model read by OpenVINO",
     "nncf": "NNCF's quantization of the fp32 IR",
 }
-
-
-class Untracked:
-    """The progress task of a candidate written for the race (no bar of its own)."""
-
-    def advance(self, advance: float = 1) -> None:
-        return None
 
 
 def tflite_ir(model: KerasQuantized, name: str, out_dir: Path, ctx: RunContext) -> Any:

@@ -24,13 +24,13 @@ def finish_openvino(
     ctx: RunContext,
     xml: Path,
     *,
-    task: Any,
+    task: Any | None,
     notes: dict[str, Any],
     converter: dict[str, str],
     inference_precision: str | None,
 ) -> Artifact:
     """`ov_model` saved as `xml` + `.bin` (fp16: weights stored as float16), read back (one input, one output)
-    and its sidecar written; `task` advances once."""
+    and its sidecar written; `task` (a progress bar's, if any) advances once."""
     import openvino as ov
 
     with converting(spec.artifact_name, "saving the OpenVINO IR", ui=ctx.ui):
@@ -53,7 +53,8 @@ def finish_openvino(
                 "dtype": np.dtype(out.get_element_type().to_dtype()).name,
             },
         }
-    task.advance()
+    if task is not None:
+        task.advance()
     if spec.precision == "fp16":
         notes["fp16"] = (
             "weights stored as float16 (compress_to_fp16); the CPU plugin decompresses them at load "
