@@ -153,7 +153,8 @@ def solve_to_budget(
     predicted at `current_ms`. The knapsack's additive savings are a first guess; while the prediction
     misses the budget, the saving asked for is rescaled by the miss (secant steps on saving -> prediction),
     then bisected once a saving that meets the budget and one that does not are known; at most `attempts`
-    solves. Returns the meeting solution closest to the budget, or, if none meets it, the fastest one."""
+    solves. Returns the meeting solution closest to the budget; if none meets it, the fastest one narrowed
+    group by group until it does (`narrow_to_budget`)."""
     if budget_ms >= current_ms:
         widths = {g.root: g.current for g in groups}
         return widths, current_ms
@@ -195,5 +196,39 @@ def solve_to_budget(
                 break
             saving = cap
     meeting = [t for t in tried if t[1] <= budget_ms * (1 + tolerance)]
-    best = max(meeting, key=lambda t: t[1]) if meeting else min(tried, key=lambda t: t[1])
-    return best[2], best[1]
+    if meeting:
+        best = max(meeting, key=lambda t: t[1])
+        return best[2], best[1]
+    fastest = min(tried, key=lambda t: t[1])
+    return narrow_to_budget(groups, fastest[2], fastest[1], budget_ms * (1 + tolerance), predict)
+
+
+def narrow_to_budget(
+    groups: Sequence[GroupChoice],
+    widths: dict[str, int],
+    predicted: float,
+    budget_ms: float,
+    predict: Callable[[dict[str, int]], float],
+) -> tuple[dict[str, int], float]:
+    """Widths from `widths` (predicted `predicted` ms, over `budget_ms`) narrowed one candidate at a time until
+    the prediction meets the budget: each move takes the group whose next narrower width loses the least value
+    per predicted ms saved. The knapsack's asked saving can stall short of a budget: when its additive savings
+    overstate the model's, asking a little more returns the same widths again (the candidates are coarse),
+    so its secant steps crawl; the whole-model prediction decides here instead. Stops at the narrowest
+    widths; returns the fastest widths reached if even they miss."""
+    by_root = {g.root: g for g in groups}
+    widths = dict(widths)
+    while predicted > budget_ms:
+        moves = []
+        for root, g in by_root.items():
+            k = g.widths.index(widths[root])
+            if k == 0:
+                continue
+            trial = {**widths, root: g.widths[k - 1]}
+            ms = predict(trial)
+            if ms < predicted:
+                moves.append(((g.values[k] - g.values[k - 1]) / (predicted - ms), ms, trial))
+        if not moves:
+            break
+        _, predicted, widths = min(moves, key=lambda m: m[0])
+    return widths, predicted
