@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,18 @@ WEIGHT_KINDS = ("conv", "linear")
 CANDIDATE_RUNS = 100
 #: Interleaved rounds of a race (at least; more when the recipe's profile asks for more).
 RACE_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class QuantizedOp:
+    """One computing op of a quantized model an export plan can choose a form for (a plan backend's
+    `plan_ops` lists them)."""
+
+    node: str  # the plan's key: fx node name of a converted PT2E graph; a Keras LayerOp's node
+    kind: str  # conv, linear, hardswish, add, ...
+    module: str  # the model's module path / Keras layer it came from ('' at top level)
+    int8: bool  # whether its output is quantized in the quantized model
+    forms: tuple[str, ...]  # forms it can take
 
 
 class OpChoice(BaseModel):

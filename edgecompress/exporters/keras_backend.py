@@ -100,7 +100,8 @@ def export_openvino(model: Any, spec: ExportSpec, ctx: RunContext, out_dir: Path
 
             candidates = {
                 "tflite": race.tflite_ir(model, name, out_dir, ctx),
-                "qat": race.qat_ir(model, ctx, name),
+                # a plan's float ops are made in the .tflite only: the QAT model still fake-quantizes them
+                "qat": None if model.plan else race.qat_ir(model, ctx, name),
                 # NNCF quantizes every layer: not a candidate when the plan keeps some float
                 "nncf": None if model.float_layers else race.nncf_ir(model, ctx, name),
             }

@@ -117,6 +117,10 @@ def choose(
     from edgecompress.precision import race
     from edgecompress.specs import load_device
 
+    if list(candidates) == ["tflite"]:
+        return "tflite", (
+            "the .tflite's reading, not raced: it alone has the ops its precision plan or keep_float made float"
+        )
     device_name = spec.device or (ctx.recipe.devices[0] if ctx.recipe.devices else "desktop")
     with tempfile.TemporaryDirectory(prefix="edgecompress-ov-int8-") as tmp:
         artifacts = {

@@ -10,7 +10,7 @@ Models take NHWC images (`data.layout: NHWC`, `model.input_shape: [1, H, W, C]`)
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,24 @@ class KerasQuantized:
     mode: str
     scheme: str
     float_layers: tuple[str, ...] = ()
+    #: A precision plan's forms (LayerOp node -> "float"), applied to `tflite` by `keras_derive.derive`.
+    plan: dict[str, str] = field(default_factory=dict)
     _interpreter: Any = None
+    _float_tflite: bytes | None = None  # the fp32 conversion of the same weights (the float forms' weights)
+
+    @property
+    def runs_tflite(self) -> bool:
+        """Whether only the .tflite computes this model: a PTQ model, or one whose plan made ops float (the
+        QAT model still fake-quantizes them)."""
+        return self.mode == "ptq" or bool(self.plan)
+
+    def float_tflite(self, input_shape: list[int]) -> bytes:
+        """The fp32 .tflite of the same weights (TFMOT's fake quantization removed), converted once."""
+        if self._float_tflite is None:
+            from edgecompress.frameworks.keras_convert import float_twin, to_tflite
+
+            self._float_tflite = to_tflite(float_twin(self.model), input_shape)
+        return self._float_tflite
 
     def predict_int8(self, x: np.ndarray) -> np.ndarray:
         """The int8 .tflite's outputs on LiteRT, one image at a time (its input has batch 1)."""
@@ -135,7 +152,7 @@ class KerasAdapter(FrameworkAdapter):
         from edgecompress.frameworks.keras_fit import predict
 
         if isinstance(model, KerasQuantized):
-            return model.predict_int8(x) if model.mode == "ptq" else predict(model.model, x)
+            return model.predict_int8(x) if model.runs_tflite else predict(model.model, x)
         return predict(model, x, batch_size=batch_size)
 
     def fit(self, model: Any, data: DataBundle, options: FitOptions, *, seed: int, ui: UI) -> Any:

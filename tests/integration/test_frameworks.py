@@ -72,6 +72,26 @@ class FrameworkContract:
         ctx, _ = self.context(tmp_path, stages=stages, export=export)
         return ctx, ctx.adapter.copy(trained[1])
 
+    @staticmethod
+    def exported_int8(model: Any, ctx: Any, out: Path, *, float_weights: int | None = None) -> dict[str, Any]:
+        """Each of the recipe's int8 exports of `model`, run on its runtime: spec name -> (artifact, logits),
+        every one agreeing with `model` on >= 97% of the test images. `float_weights`: the number of float32
+        weight tensors the .tflite must hold (the others int8)."""
+        from edgecompress.exporters.tflite_int8 import weight_dtypes
+
+        reference = ctx.adapter.predict(model, ctx.data.test.x)
+        runs = {}
+        for spec in ctx.recipe.export:
+            artifact = EXPORTERS.get(spec.format)().export(model, spec, ctx, out)
+            if float_weights is not None and spec.format == "tflite":
+                dtypes = weight_dtypes(artifact.path.read_bytes())
+                assert dtypes.get("FLOAT32", 0) == float_weights and dtypes.get("INT8", 0) >= 3, dtypes
+            logits = run_artifact(artifact, ctx.data.test.x, num_outputs=10, threads=1, ui=ctx.ui).logits
+            parity = compare_logits(logits, reference, ctx.data.test.y, execution_precision="int8")
+            assert parity.agreement >= 0.97, (spec.artifact_name, parity)
+            runs[spec.artifact_name] = (artifact, logits)
+        return runs
+
     # ------------------------------------------------------------------------------------------ behaviours
 
     def test_loads_measures_and_trains(self, trained):
@@ -200,13 +220,42 @@ class FrameworkContract:
         quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
         reference = ctx.adapter.predict(quantized, ctx.data.test.x)
         assert (reference.argmax(1) == ctx.data.test.y).mean() > 0.5
-        for spec in ctx.recipe.export:
-            artifact = EXPORTERS.get(spec.format)().export(quantized, spec, ctx, tmp_path / "out")
-            out = run_artifact(artifact, ctx.data.test.x, num_outputs=10, threads=1, ui=ctx.ui)
-            parity = compare_logits(out.logits, reference, ctx.data.test.y, execution_precision="int8")
-            assert parity.agreement >= 0.97, (spec.artifact_name, parity)
+        for artifact, logits in self.exported_int8(quantized, ctx, tmp_path / "out").values():
             outside = _run_outside(artifact.path, ctx.data.test.x[:16])
-            np.testing.assert_allclose(outside, out.logits[:16], atol=1e-4)
+            np.testing.assert_allclose(outside, logits[:16], atol=1e-4)
+
+    @pytest.mark.parametrize("mode", ["ptq", "qat"])
+    def test_keep_float_layer_is_float_in_the_int8_file(self, trained, tmp_path, mode):
+        """keep_float's layer computes in float32 in the int8 .tflite (its weights float32, the others int8),
+        and the file still agrees with the quantized model."""
+        epochs = ", epochs: 1" if mode == "qat" else ""
+        stages = f"[{{type: quantize, mode: {mode}, keep_float: [fc]{epochs}}}]"
+        ctx, model = self.stage_ctx(trained, tmp_path, stages, "[{format: tflite, precision: int8}]")
+        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        assert ctx.notes[0]["keep_float"] == ["fc"] and ctx.notes[0]["float_weight_ops"] == 1
+        self.exported_int8(quantized, ctx, tmp_path / "out", float_weights=1)
+
+    def test_a_plan_float_form_is_float_in_both_int8_files(self, trained, tmp_path):
+        """A precision plan's float form of one conv: that conv's weights are float32 in the .tflite, the
+        OpenVINO artifact is exported from the same plan, and both agree with the planned model."""
+        from edgecompress.precision import Planner
+        from edgecompress.specs import load_device
+
+        export = "[{format: tflite, precision: int8}, {format: openvino, precision: int8}]"
+        ctx, model = self.stage_ctx(trained, tmp_path, "[{type: quantize, mode: ptq}]", export)
+        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        planner = Planner(
+            ctx, quantized=quantized, float_model=model, devices=[load_device("desktop")], ui=ctx.ui
+        )
+        try:
+            convs = [op for op in planner.ops if op.kind == "conv" and "float" in op.forms]
+            assert len(convs) >= 3, planner.ops
+            with pytest.raises(ValueError, match="does not have"):
+                planner.derive({"no-such-op": "float"})
+            derived = planner.derive({convs[1].node: "float"})
+        finally:
+            planner.close()
+        self.exported_int8(derived, ctx, tmp_path / "out", float_weights=1)
 
     def test_auto_export_races_int8_against_fp32(self, trained, tmp_path, monkeypatch):
         from edgecompress.precision import Planner

@@ -1,5 +1,5 @@
 """Keras backend of `quantize`: TFMOT quantization-aware training, or post-training quantization by the TFLite
-converter on the calibration split; both end as one full-integer int8 `.tflite` (float32 input and output).
+converter on the calibration split; both end as one int8 `.tflite` (float32 input and output).
 
 - qat: `tfmot.quantization.keras.quantize_apply` wraps the layers in fake quantization (8-bit, weights per
   output channel, activations per tensor: the same scheme as the PyTorch path and TFLite's int8 kernels) and
@@ -8,6 +8,11 @@ converter on the calibration split; both end as one full-integer int8 `.tflite` 
   (`Default8BitPrunePreserveQuantizeScheme`), so its zero weights stay zero through QAT; the build reads them
   back from the exported files. The converter takes the learnt ranges.
 - ptq: the float model converted with the calibration images as the converter's representative dataset.
+
+Layers named by `keep_float` compute in float32 in the .tflite, with their float weights, between a DEQUANTIZE
+and a QUANTIZE: TFMOT leaves them out of its annotation (QAT), and since the converter quantizes every layer of
+an int8 model all the same (calibrated on the representative images), their ops are then rewritten in the
+flatbuffer (`exporters/tflite_float_ops.float_layers`).
 
 The result (`frameworks.keras.KerasQuantized`) holds the int8 .tflite; the int8 exports are that file (TFLite)
 and OpenVINO's reading of it, so both runtimes run one quantized model with the same scales.
@@ -69,6 +74,7 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
             content = to_tflite(
                 qat_model, ctx.input_shape, int8=True, calibration=images, full_integer=not float_layers
             )
+            content = with_float_layers(content, qat_model, float_layers, ctx)
             task.advance()
         result = KerasQuantized(qat_model, content, "qat", scheme, float_layers)
     else:
@@ -77,9 +83,12 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
             ctx.ui.progress("quantize: int8 calibration and conversion (TFLite converter)", total=1) as task,
             native_stderr_captured(ctx.ui),
         ):
-            content = to_tflite(model, ctx.input_shape, int8=True, calibration=images)
+            content = to_tflite(
+                model, ctx.input_shape, int8=True, calibration=images, full_integer=not float_layers
+            )
+            content = with_float_layers(content, model, float_layers, ctx)
             task.advance()
-        result = KerasQuantized(ctx.adapter.copy(model), content, "ptq", scheme)
+        result = KerasQuantized(ctx.adapter.copy(model), content, "ptq", scheme, float_layers)
     weights = weight_dtypes(content)
     if not weights.get("INT8"):
         raise ModelError(
@@ -93,6 +102,19 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
     if len(ctx.data.val):
         ctx.note("val_accuracy_int8", round(ctx.adapter.accuracy(result, ctx.data.val), 4))
     return result
+
+
+def with_float_layers(content: bytes, model: Any, layers: tuple[str, ...], ctx: RunContext) -> bytes:
+    """The int8 .tflite `content` with the ops of `layers` computing in float32 with their float weights
+    (`exporters.tflite_float_ops.float_layers`; the converter quantizes every layer of an int8 model, those
+    TFMOT left unannotated too). `model`: the QAT or float model `content` was converted from."""
+    if not layers:
+        return content
+    from edgecompress.exporters.tflite_float_ops import float_layers
+    from edgecompress.frameworks.keras_convert import float_twin
+
+    content, _ = float_layers(content, to_tflite(float_twin(model), ctx.input_shape), layers)
+    return content
 
 
 def _keep_float(model: Any, config: QuantizeConfig) -> tuple[str, ...]:

@@ -132,7 +132,7 @@ class QuantizeStage(Stage):
         "torch": "edgecompress.stages.quantize.torch_backend:quantize",
         "keras": "edgecompress.stages.quantize.keras_backend:quantize",
     }
-    #: Frameworks whose QAT can freeze its observers / BatchNorm statistics, and whose PTQ can keep layers float.
+    #: Frameworks whose QAT can freeze its observers / BatchNorm statistics.
     freezing_frameworks: ClassVar[tuple[str, ...]] = ("torch",)
 
     def unsupported(self, framework: str) -> tuple[str, str] | None:
@@ -145,11 +145,6 @@ class QuantizeStage(Stage):
                     key,
                     f"not available for {framework} models (TFMOT updates its ranges and folds BatchNorm itself)",
                 )
-        if c.mode == "ptq" and c.keep_float:
-            return "keep_float", (
-                f"{framework} post-training quantization (the TFLite converter's) cannot keep chosen layers float; "
-                "use mode: qat"
-            )
         return None
 
     #: Per framework, the module the precision planner (`edgecompress/precision.py`) derives export graphs

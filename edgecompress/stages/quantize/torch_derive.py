@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from edgecompress.precision import QuantizedOp
+
 #: Relative change of a tagged output scale per tag number (float32 keeps 24 bits: tags up to 2^3 apart
 #: from 1 stay exact and distinct; the int8 step is 2^-8 of the range, 4096x coarser than one tag).
 TAG_STEP = 2.0**-20
@@ -111,17 +113,6 @@ def kind_forms(kind: str) -> tuple[str, ...]:
     """The forms an int8 op of `kind` can take."""
     forms = ("int8", *KIND_FORMS.get(kind, DEFAULT_KIND_FORMS))
     return tuple(f for f in forms if f != "float") if kind in FIXED_SCALE_KINDS else forms
-
-
-@dataclass(frozen=True)
-class QuantizedOp:
-    """One computing op of a quantized graph an export plan can choose a form for."""
-
-    node: str  # fx node name in the converted graph: the plan's key
-    kind: str  # conv, linear, hardswish, add, ... (see _op_kinds)
-    module: str  # the model's module path it came from ('' at top level)
-    int8: bool  # whether its output is quantized in the quantized graph
-    forms: tuple[str, ...]  # forms it can take
 
 
 def _module_path(node: torch.fx.Node) -> str:
