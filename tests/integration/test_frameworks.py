@@ -72,6 +72,17 @@ class FrameworkContract:
         ctx, _ = self.context(tmp_path, stages=stages, export=export)
         return ctx, ctx.adapter.copy(trained[1])
 
+    def ptq_planner(self, trained: tuple[Any, Any], tmp_path: Path, export: str) -> tuple[Any, Any]:
+        """(ctx, planner): the trained model quantized by PTQ, and the precision planner of `export` on it
+        (the caller closes it)."""
+        from edgecompress.precision import Planner
+        from edgecompress.specs import load_device
+
+        ctx, model = self.stage_ctx(trained, tmp_path, "[{type: quantize, mode: ptq}]", export)
+        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
+        devices = [load_device("desktop")]
+        return ctx, Planner(ctx, quantized=quantized, float_model=model, devices=devices, ui=ctx.ui)
+
     @staticmethod
     def exported_int8(model: Any, ctx: Any, out: Path, *, float_weights: int | None = None) -> dict[str, Any]:
         """Each of the recipe's int8 exports of `model`, run on its runtime: spec name -> (artifact, logits),
@@ -238,15 +249,8 @@ class FrameworkContract:
     def test_a_plan_float_form_is_float_in_both_int8_files(self, trained, tmp_path):
         """A precision plan's float form of one conv: that conv's weights are float32 in the .tflite, the
         OpenVINO artifact is exported from the same plan, and both agree with the planned model."""
-        from edgecompress.precision import Planner
-        from edgecompress.specs import load_device
-
         export = "[{format: tflite, precision: int8}, {format: openvino, precision: int8}]"
-        ctx, model = self.stage_ctx(trained, tmp_path, "[{type: quantize, mode: ptq}]", export)
-        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
-        planner = Planner(
-            ctx, quantized=quantized, float_model=model, devices=[load_device("desktop")], ui=ctx.ui
-        )
+        ctx, planner = self.ptq_planner(trained, tmp_path, export)
         try:
             convs = [op for op in planner.ops if op.kind == "conv" and "float" in op.forms]
             assert len(convs) >= 3, planner.ops
@@ -258,16 +262,8 @@ class FrameworkContract:
         self.exported_int8(derived, ctx, tmp_path / "out", float_weights=1)
 
     def test_auto_export_races_int8_against_fp32(self, trained, tmp_path, monkeypatch):
-        from edgecompress.precision import Planner
-        from edgecompress.specs import load_device
-
         monkeypatch.setenv("EDGECOMPRESS_CACHE", str(tmp_path / "cache"))
-        export = "[{format: tflite, precision: auto}]"
-        ctx, model = self.stage_ctx(trained, tmp_path, "[{type: quantize, mode: ptq}]", export)
-        quantized = run_stage(ctx.recipe.stages[0], 0, model, ctx)
-        planner = Planner(
-            ctx, quantized=quantized, float_model=model, devices=[load_device("desktop")], ui=ctx.ui
-        )
+        ctx, planner = self.ptq_planner(trained, tmp_path, "[{format: tflite, precision: auto}]")
         try:
             plan = planner.plan(ctx.recipe.export[0])
         finally:
