@@ -18,9 +18,11 @@ depthwise convs; Torch-Pruning also averages in the consumers' input weights and
 (sum |w|) and l2 (sum w^2) of each filter, taylor (|w * dL/dw| with gradients summed over `taylor_batches`
 training batches) and bn_scale (|gamma| of the group's batch norms; a group without one is not pruned, as in
 Torch-Pruning). Ties are broken by a seeded jitter of a millionth of the mean score, as in the torch backend.
-`round_to: auto` snaps each group's width to the right edge of its latency plateau on the recipe's export
-targets (`keras_widths.py`, `widths.py`: the same method as for torch); latency budgets and precrop are not
-available for Keras models yet (`edgecompress validate` says so).
+The driver is the torch backend's (`channel_common.prune_channels`): the target bisection, latency budgets
+(`latency_budget.py`, `keras_budget.py`) and `round_to: auto` (each group's width snapped to the right edge of
+its latency plateau on the recipe's export targets, `widths.py`, `keras_widths.py`) are the same code; this
+module gives the plan, the importances, the rebuild and counting. Precrop is not available for Keras models
+yet (`edgecompress validate` says so).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from edgecompress.frameworks.keras_layers import (
     weight_role,
 )
 from edgecompress.stages.base import match_globs
-from edgecompress.stages.prune.channel_common import note_channel_pruning, search_ratio
+from edgecompress.stages.prune import channel_common
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -284,35 +286,29 @@ def _ends_in_softmax(model: Any) -> bool:
 
 
 def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
-    """Remove output channels as `config` says; return the pruned (new) model.
+    """Remove output channels as `config` says (`channel_common.prune_channels`); return the pruned (new)
+    model.
 
     Records in the run notes what the torch backend records: params and MACs before and after, the ratio used
     and, for every conv/dense layer that changed, its output channels before and after.
     """
-    shape = [1, *ctx.input_shape[1:]]
-    ensure_graph(model, shape)
-    plan = make_plan(model, config, ctx)
-    unpruned = model
-    params_before, macs_before = count_params(model), count_macs(model, shape)
-    channels_before = out_channels(model)
-    target = config.macs_target or config.params_target
-    if target is not None:
-        measure = (
-            (lambda m: count_macs(m, shape) / macs_before)
-            if config.macs_target
-            else (lambda m: count_params(m) / params_before)
-        )
-        ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
-    elif config.latency:
-        from edgecompress.stages.prune.latency_budget import prune_to_budget
+    from edgecompress.stages.prune.keras_budget import KerasBudget
 
-        ratio = None
-        model = prune_to_budget(model, config, ctx, plan)
-    else:
-        ratio = config.ratio or 0.0
-        model = plan.apply(model, ratio)
-    if config.round_to == "auto":
-        model = _snap_to_plateaus(unpruned, model, plan, ctx)
+    ensure_graph(model, [1, *ctx.input_shape[1:]])
+    framework = channel_common.ChannelFramework(
+        name="keras",
+        budget=KerasBudget(),
+        copy=lambda m: m,  # a pruned model is rebuilt: the model itself stays as it is
+        check=_check,
+        count_params=count_params,
+        count_macs=count_macs,
+        out_channels=out_channels,
+    )
+    return channel_common.prune_channels(model, config, ctx, framework)
+
+
+def _check(model: Any, ctx: RunContext) -> None:
+    shape = [1, *ctx.input_shape[1:]]
     try:
         out = np.asarray(model(np.zeros(shape, dtype=np.float32), training=False))
     except Exception as exc:
@@ -322,17 +318,6 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
             f"prune: the pruned model gives outputs of shape {list(out.shape)}, not "
             f"[1, {ctx.data.num_classes}]"
         )
-    note_channel_pruning(
-        ctx,
-        config,
-        ratio=ratio,
-        ignored=plan.ignored,
-        params=(params_before, count_params(model)),
-        macs=(macs_before, count_macs(model, shape)),
-        before=channels_before,
-        after=out_channels(model),
-    )
-    return model
 
 
 def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
@@ -341,18 +326,14 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
     analysis = channel_graph(model)
     names = [n.name for n in analysis.nodes]
     convs = [n.name for n in analysis.nodes if n.kind in (*_WIDTHS, "DepthwiseConv2D")]
-    if not convs:
-        raise ModelError("prune: the model has no conv or dense layers to prune")
-    if config.criterion == "bn_scale" and not any(n.kind == "BatchNormalization" for n in analysis.nodes):
-        raise ModelError(
-            "prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no "
-            "BatchNormalization; use l1, l2 or taylor"
-        )
-    ignored = list(match_globs(config.ignore, names, "prune.ignore", "layer"))
-    if config.ignore_classifier:
-        classifier = find_classifier(model)
-        if classifier is not None and classifier not in ignored:
-            ignored.append(classifier)
+    channel_common.check_prunable(
+        config,
+        convs,
+        "conv or dense",
+        "BatchNormalization",
+        lambda: any(n.kind == "BatchNormalization" for n in analysis.nodes),
+    )
+    ignored = channel_common.ignored_layers(config, names, "layer", lambda: find_classifier(model))
     blocked = {
         int(analysis.unit_group[u])
         for name in ignored
@@ -379,7 +360,7 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
     return _Plan(config, ctx, ignored, frozen, ratios)
 
 
-class _Plan:
+class _Plan(channel_common.ChannelPlan):
     """Everything but the ratio: prunes a model (into a new one) at a ratio."""
 
     def __init__(
@@ -390,9 +371,7 @@ class _Plan:
         frozen: set[str],
         ratios: dict[str, float],
     ) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.ignored = ignored
+        super().__init__(config, ctx, ignored)
         self.frozen = frozen  # groups kept whole: an ignored layer writes their channels
         self.ratios = ratios  # group -> layer_ratios ratio
         self._scores: tuple[Any, dict[str, np.ndarray]] | None = None  # the first step's, reused by trials
@@ -475,11 +454,9 @@ class _Plan:
         return {n: int(k) for n, k in zip(names, kept, strict=True)}
 
     def _round(self, keep: int, width: int) -> int:
-        """Torch-Pruning's round_to as the torch backend amends it: keep a multiple of round_to, never fewer
-        than one multiple (or the whole group when it is narrower), and at least one channel."""
+        """round_to as the torch backend applies it (`channel_common.rounded_width`)."""
         step = self.config.round_to if isinstance(self.config.round_to, int) else 1
-        keep = min(max(keep, 0), width)
-        return max(keep - keep % step, min(step, width), 1)
+        return channel_common.rounded_width(keep, width, step)
 
 
 def _segments(analysis: ChannelGraph, group: ChannelGroup) -> list[np.ndarray]:
@@ -507,29 +484,6 @@ def _top(scores: np.ndarray, n: int, segments: list[np.ndarray]) -> np.ndarray:
             keep.remove(spare[0])
         keep.append(int(segment[np.argmax(scores[segment])]))
     return np.sort(np.asarray(keep, dtype=int))
-
-
-def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) -> Any:
-    """round_to auto: the unpruned model pruned to the width plan of `widths.snap_widths` (each group at the
-    right edge of its latency plateau on the recipe's export targets, at least as wide as in `wanted`)."""
-    from edgecompress.stages.prune import keras_widths
-    from edgecompress.stages.prune.widths import note_snap
-
-    widths, groups, info = keras_widths.snap(unpruned, wanted, plan.frozen, ctx)
-    model = plan.apply(unpruned, 0.0, plan=widths)
-    after = {g.name: g.width for g in channel_graph(model).groups}
-    note_snap(ctx, groups, widths, after, info)
-    return model
-
-
-def _search(model: Any, plan: _Plan, target: float, measure: Any, what: str) -> tuple[float, Any]:
-    """Bisection on the ratio (`channel_common.search_ratio`), each trial pruning a copy."""
-
-    def trial(ratio: float) -> tuple[Any, float]:
-        candidate = plan.apply(model, ratio)
-        return candidate, measure(candidate)
-
-    return search_ratio(trial, target, what, plan.ctx.ui)
 
 
 def out_channels(model: Any) -> dict[str, int]:

@@ -1,6 +1,6 @@
-"""Keras side of `round_to: auto` (`widths.py` has the method): the pruning groups of a tf_keras model as the
-width plans see them, the layers' latency ops by name, and the snap of a pruned model's widths to the right
-edges of their latency plateaus on the recipe's export targets.
+"""Keras side of `round_to: auto` and latency budgets (`widths.py` and `latency_budget.py` have the methods;
+`channel_common.snap_to_plateaus` snaps through the budget backend): the pruning groups of a tf_keras model as
+the width plans see them.
 
 A group's producers are the conv, dense and depthwise layers writing its channels (a depthwise conv reads
 and writes the same channels: resizing its output resizes both), its consumers the layers reading them; a
@@ -11,13 +11,9 @@ SeparableConv2D reads through its depthwise half (`<layer>/depthwise` in the lat
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
 
-from edgecompress.frameworks.keras_groups import ChannelGraph, channel_graph
-from edgecompress.stages.prune.widths import Group, snap_widths
-
-if TYPE_CHECKING:
-    from edgecompress.context import RunContext
+from edgecompress.frameworks.keras_groups import ChannelGraph
+from edgecompress.stages.prune.widths import Group
 
 _KERNELS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
@@ -62,25 +58,3 @@ def pruning_groups(analysis: ChannelGraph, original: dict[str, int], skip: set[s
             )
         )
     return out
-
-
-def snap(
-    unpruned: Any, wanted: Any, skip: set[str], ctx: RunContext
-) -> tuple[dict[str, int], list[Group], dict]:
-    """The width plan (group name -> channels) of round_to auto for `wanted` (the model pruned at round_to 1),
-    the groups it covers and what was measured (`widths.snap_widths`)."""
-    from edgecompress.frameworks.keras_ops import layer_ops
-
-    shape = [1, *ctx.input_shape[1:]]
-    original = {g.name: g.width for g in channel_graph(unpruned).groups}
-    groups = pruning_groups(channel_graph(wanted), original, skip)
-
-    def layers(model: Any) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {}
-        for op in layer_ops(model, shape):
-            if op.kind in ("conv", "linear"):
-                out.setdefault(op.node, []).append(op)
-        return out
-
-    plan, info = snap_widths(wanted, groups, ctx, layers=layers)
-    return plan, groups, info

@@ -5,9 +5,12 @@ batch norm, the next layers' inputs, every branch of a residual add, the slices 
 depthwise conv's input and output). A group loses the same channel indices everywhere, so the pruned
 model is a smaller dense model, not a masked one.
 
-Targets (`macs_target`, `params_target`) are met by bisection on the uniform ratio (or on the global
-ratio with `global_ranking`), each trial pruning a deep copy, and the closest trial at or under the
-target is kept.
+The driver is framework-neutral (`channel_common.prune_channels`): targets (`macs_target`, `params_target`)
+are met by bisection on the uniform ratio (or on the global ratio with `global_ranking`), each trial pruning a
+deep copy, and the closest trial at or under the target is kept; latency budgets (`latency_budget.py`,
+`torch_budget.py`), precrop (`torch_precrop.py`) and `round_to: auto` (`widths.py`, `torch_widths.py`) take
+their own paths. This module gives what is torch's: the plan (Torch-Pruning's pruner, its importances with a
+seeded tie-break, round_to never emptying a layer), counting and checking the model.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from edgecompress.errors import ModelError
 from edgecompress.frameworks.torch import count_macs, count_params, find_classifier
 from edgecompress.frameworks.torch_loading import one_line
 from edgecompress.stages.base import match_globs
-from edgecompress.stages.prune.channel_common import note_channel_pruning, search_ratio
+from edgecompress.stages.prune import channel_common
 
 if TYPE_CHECKING:
     from edgecompress.context import RunContext
@@ -30,7 +33,8 @@ if TYPE_CHECKING:
 
 
 def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
-    """Remove output channels as `config` says; return the pruned model in eval mode.
+    """Remove output channels as `config` says (`channel_common.prune_channels`), or zero weights in a pattern
+    (`torch_sparsity.py`); return the pruned model in eval mode.
 
     Records in the run notes: params and MACs before and after, the ratio used and, for every conv/linear
     layer that changed, its output channels before and after.
@@ -39,52 +43,27 @@ def prune(model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         from edgecompress.stages.prune.torch_sparsity import prune_pattern
 
         return prune_pattern(model, config, ctx)
-    shape = [1, *ctx.input_shape[1:]]
-    plan = make_plan(model, config, ctx)
-    ignored = plan.ignored
+    from edgecompress.stages.prune.torch_budget import TorchBudget
+    from edgecompress.stages.prune.torch_precrop import precrop
 
-    params_before, macs_before = count_params(model), count_macs(model, shape)
-    channels_before = out_channels(model)
-    unpruned = copy.deepcopy(model) if config.round_to == "auto" else None
-    target = config.macs_target or config.params_target
-    if config.method == "precrop":
-        from edgecompress.stages.prune.torch_precrop import precrop
+    framework = channel_common.ChannelFramework(
+        name="torch",
+        budget=TorchBudget(),
+        copy=copy.deepcopy,
+        check=_check,
+        count_params=count_params,
+        count_macs=count_macs,
+        out_channels=out_channels,
+        precrop=precrop,
+    )
+    return channel_common.prune_channels(model, config, ctx, framework).eval()
 
-        ratio = None
-        model = precrop(model, config, ctx, plan)
-    elif target is not None:
-        measure = (
-            (lambda m: count_macs(m, shape) / macs_before)
-            if config.macs_target
-            else (lambda m: count_params(m) / params_before)
-        )
-        ratio, model = _search(model, plan, target, measure, "MACs" if config.macs_target else "parameters")
-    elif config.latency:
-        from edgecompress.stages.prune.latency_budget import prune_to_budget
 
-        ratio = None
-        model = prune_to_budget(model, config, ctx, plan)
-    else:
-        ratio = config.ratio or 0.0
-        plan.apply(model, ratio)
-
-    if unpruned is not None:
-        model = _snap_to_plateaus(unpruned, model, plan, ctx)
+def _check(model: Any, ctx: RunContext) -> None:
     try:
         ctx.adapter.check(model, ctx.input_shape, ctx.data.num_classes)
     except ModelError as exc:
         raise ModelError(f"prune: the pruned model does not run: {exc}") from exc
-    note_channel_pruning(
-        ctx,
-        config,
-        ratio=ratio,
-        ignored=ignored,
-        params=(params_before, count_params(model)),
-        macs=(macs_before, count_macs(model, shape)),
-        before=channels_before,
-        after=out_channels(model),
-    )
-    return model.eval()
 
 
 def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
@@ -100,20 +79,16 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
         )
     shape = [1, *ctx.input_shape[1:]]
     layers = _layer_names(model)
-    if not layers:
-        raise ModelError("prune: the model has no conv or linear layers to prune")
-    if config.criterion == "bn_scale" and not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    ):
-        raise ModelError(
-            "prune: criterion bn_scale ranks channels by BatchNorm scales, but the model has no BatchNorm; use l1, l2 or taylor"
-        )
-
-    ignored = list(match_globs(config.ignore, layers, "prune.ignore"))
-    if config.ignore_classifier:
-        classifier = find_classifier(model, shape, ctx.data.num_classes)
-        if classifier is not None and classifier not in ignored:
-            ignored.append(classifier)
+    channel_common.check_prunable(
+        config,
+        layers,
+        "conv or linear",
+        "BatchNorm",
+        lambda: any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()),
+    )
+    ignored = channel_common.ignored_layers(
+        config, layers, "conv or linear layer", lambda: find_classifier(model, shape, ctx.data.num_classes)
+    )
     assigned = match_globs(config.layer_ratios, layers, "prune.layer_ratios")
     layer_ratios = {
         pattern: [n for n, p in assigned.items() if p == pattern] for pattern in config.layer_ratios
@@ -126,7 +101,7 @@ def make_plan(model: Any, config: PruneConfig, ctx: RunContext) -> _Plan:
     )
 
 
-class _Plan:
+class _Plan(channel_common.ChannelPlan):
     """Everything but the ratio: applies one pruning run to a model (in place)."""
 
     def __init__(
@@ -136,9 +111,7 @@ class _Plan:
         ignored: list[str],
         layer_ratios: dict[str, tuple[list[str], float]],
     ) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.ignored = ignored
+        super().__init__(config, ctx, ignored)
         self.layer_ratios = layer_ratios
 
     def apply(
@@ -148,8 +121,8 @@ class _Plan:
         *,
         widths: dict[Any, float] | None = None,
         criterion: str | Callable[[Any], Any] | None = None,
-    ) -> None:
-        """Prune `model` in place at `ratio` (uniform per layer, or global with global_ranking); with
+    ) -> Any:
+        """Prune `model` in place (and return it) at `ratio` (uniform per layer, or global with global_ranking); with
         `widths` (module -> ratio that leaves an exact width) only those groups, locally, in one step.
         `criterion` overrides the recipe's: a criterion name (a trial whose shape alone matters needs no
         gradients), or a function of a Torch-Pruning group giving its channels' scores (PreCropping's)."""
@@ -199,7 +172,7 @@ class _Plan:
                     f"prune: Torch-Pruning failed while removing channels: {one_line(exc)}"
                 ) from exc
         model.zero_grad(set_to_none=True)
-        model.eval()
+        return model.eval()
 
     def accumulate_gradients(self, model: Any) -> None:
         """Sum cross-entropy gradients over `taylor_batches` seeded training batches (eval-mode batch norm)."""
@@ -247,61 +220,19 @@ class _TieBreak:
         return scores + 1e-6 * scores.abs().mean() * jitter
 
 
-def _snap_to_plateaus(unpruned: Any, wanted: Any, plan: _Plan, ctx: RunContext) -> Any:
-    """round_to auto: the unpruned model pruned to the width plan of `widths.snap_widths` (each group
-    at the right edge of its latency plateau, at least as wide as in `wanted`)."""
-    import torch
-
-    from edgecompress.frameworks.torch_layers import float_graph, layer_ops
-    from edgecompress.stages.prune import torch_widths
-    from edgecompress.stages.prune import widths as width_plans
-
-    shape = [1, *ctx.input_shape[1:]]
-    modules = dict(wanted.named_modules())
-    ignored = [modules[n] for n in plan.ignored if n in modules]
-    original = out_channels(unpruned)
-    groups = [
-        width_plans.Group(**{**g.__dict__, "original": original.get(g.root, g.channels)})
-        for g in torch_widths.pruning_groups(wanted, torch.zeros(shape), ignored)
-    ]
-
-    def layers(model: Any) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {}
-        for layer in layer_ops(float_graph(model, shape), shape):
-            if layer.kind in ("conv", "linear"):
-                out.setdefault(layer.module, []).append(layer)
-        return out
-
-    widths, info = width_plans.snap_widths(wanted, groups, ctx, layers=layers)
-    plan.apply(unpruned, 0.0, widths=torch_widths.widths_pruner(unpruned, widths, original))
-    width_plans.note_snap(ctx, groups, widths, out_channels(unpruned), info)
-    return unpruned.eval()
-
-
-def _search(model: Any, plan: _Plan, target: float, measure: Any, what: str) -> tuple[float, Any]:
-    """Bisection on the ratio (`channel_common.search_ratio`), each trial pruning a copy."""
-
-    def trial(ratio: float) -> tuple[Any, float]:
-        candidate = copy.deepcopy(model)
-        plan.apply(candidate, ratio)
-        return candidate, measure(candidate)
-
-    return search_ratio(trial, target, what, plan.ctx.ui)
-
-
 def _pruner_class() -> type:
     """BasePruner whose round_to never rounds a layer down to zero channels.
 
     Torch-Pruning 1.6.1 rounds the kept channels down to a multiple of round_to, so a layer keeping
     6 of 16 channels with round_to 8 would lose all 16. Here a layer keeps at least one multiple (or stays
-    whole when it is narrower than round_to); with round_to 1 this also guarantees one channel per layer.
+    whole when it is narrower than round_to); with round_to 1 this also guarantees one channel per layer
+    (`channel_common.rounded_width`, as the Keras backend rounds).
     """
     import torch_pruning as tp
 
     class RoundedPruner(tp.pruner.BasePruner):
         def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
-            keep = current_channels - n_pruned
-            keep = max(keep - keep % round_to, min(round_to, current_channels))
+            keep = channel_common.rounded_width(current_channels - n_pruned, current_channels, round_to)
             return max(current_channels - keep, 0)
 
     return RoundedPruner
