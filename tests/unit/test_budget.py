@@ -165,3 +165,19 @@ def test_solve_to_budget_never_stalls_short_of_a_reachable_budget():
     widths, predicted = solve_to_budget(groups, current, budget, predict)
     assert predicted <= budget * 1.01
     assert predict(widths) == predicted
+
+
+def test_a_correction_towards_a_slower_model_never_aims_at_the_unpruned_one():
+    """A pruned model measured far under its budget (a noisy reading of a 0.1 ms model) once made the
+    correction aim past the reference and keep every channel (test_frameworks' Keras budget, 1 run in 3).
+    The aim stays under the secant through the unpruned model and the measured one; too slow a model is
+    rescaled by its miss as before; and a faster measurement never asks for a faster model."""
+    from edgecompress.stages.prune.latency_budget import AIM, correction_aim
+
+    budget = 1 / 1.5
+    aimed = budget * AIM
+    aims = [correction_aim(aimed, miss, budget, budget) for miss in (0.3, 0.5, 0.6, 0.75, 0.9, 0.97)]
+    assert all(aimed < a < 1 for a in aims), aims
+    assert aims == sorted(aims, reverse=True)  # the faster it measured, the slower the model aimed at
+    for miss in (1.05, 1.2, 2.0):
+        assert correction_aim(aimed, miss, budget, budget) == pytest.approx(aimed * AIM / miss)

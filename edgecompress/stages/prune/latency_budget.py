@@ -418,7 +418,9 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
             miss = worst if worst > 1 + CORRECT_OVER else binding_miss
             # the widths are discrete (plateau edges): aim further until the solve changes them
             base, new_widths = ctx.adapter.copy(before_last), widths
-            relative *= AIM / miss  # under the budget by AIM, as the first solve aimed
+            relative = correction_aim(
+                relative, miss, binding.predicted_ms[-1] / binding.reference_ms, binding.relative
+            )
             for _ in range(8):
                 new_widths, predicted = solver.step(base, relative)
                 if new_widths != widths:
@@ -449,6 +451,22 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
     if corrections:
         ctx.note("budget_corrections", corrections)
     return model
+
+
+def correction_aim(relative: float, miss: float, predicted: float, budget: float) -> float:
+    """The predicted latency (relative to the reference) a correction solves for, after the model solved for
+    `relative` (predicted at `predicted` of the reference) measured `miss` times its budget (`budget` of the
+    reference): the aim rescaled by the miss, AIM under the budget, as the first solve aimed.
+
+    Towards a slower model (miss < 1) the aim is also kept under the secant, in log-log, through the unpruned
+    model (predicted = measured = the reference) and the measured one: a rescaled aim assumes the whole
+    prediction is off by the miss, so one fast, noisy measurement of a tiny model (0.6x its budget) would aim
+    at or past the reference and undo all pruning; the secant never reaches the reference."""
+    aim = relative * AIM / miss
+    measured = miss * budget
+    if miss < 1 and 0 < predicted < 1 and 0 < measured < 1:
+        aim = min(aim, math.exp(math.log(budget * AIM) * math.log(predicted) / math.log(measured)))
+    return aim
 
 
 def _finetune(model: Any, config: PruneConfig, ctx: RunContext, step: int) -> Any:
