@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -110,18 +111,32 @@ def test_a_budget_below_the_floor_is_an_input_error_naming_it(tmp_path, cache, m
     assert "\n" not in message
 
 
-def test_plan_command_shows_widths_and_predictions(tmp_path, cache):
-    path = _recipe(tmp_path, "{export: tflite-fp32, speedup: 1.5}")
-    proc = subprocess.run(
+def _plan(path: Path, cache: Path) -> subprocess.CompletedProcess:
+    """`edgecompress plan <path>` in a fresh process, on the module's latency cache."""
+    return subprocess.run(
         [sys.executable, "-m", "edgecompress.cli", "plan", str(path)],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "EDGECOMPRESS_CACHE": str(cache), "COLUMNS": "200"},
     )
+
+
+def test_plan_command_shows_widths_and_predictions(tmp_path, cache):
+    path = _recipe(tmp_path, "{export: tflite-fp32, speedup: 1.5}")
+    proc = _plan(path, cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "prune to a latency budget" in proc.stdout
     assert "desktop/tflite-fp32" in proc.stdout and "channels kept per pruning group" in proc.stdout
+
+
+def test_plan_command_refuses_a_budget_below_the_floor(tmp_path, cache):
+    """`plan` says what the build would: no widths table for a budget no width plan reaches (it showed the
+    floor's widths with a prediction over the budget)."""
+    path = _recipe(tmp_path, "{export: tflite-fp32, speedup: 40}")
+    proc = _plan(path, cache)
+    assert proc.returncode == 2, (proc.stdout[-1000:], proc.stderr[-2000:])
+    assert "cannot reach" in proc.stderr and "channels kept per pruning group" not in proc.stdout
 
 
 def test_build_exports_and_profiles_the_unpruned_reference(tmp_path, cache):

@@ -1,8 +1,7 @@
 """Keras budget backend of latency-budget pruning (`latency_budget.py` has the method): a tf_keras model's
 pruning groups (`keras_widths.pruning_groups` over the channel analysis), channel importances (the recipe's
-criterion, `keras_channel.importance`), pruning to a width plan (a rebuilt model), and the int8 model a
-budget's export runs (the TFLite converter's PTQ; Keras exports have no per-op precision plans, so every op
-is predicted and exported in int8)."""
+criterion, `keras_channel.importance`), pruning to a width plan (a rebuilt model).
+The int8 model a budget's export runs is `latency_budget.planned_int8`'s, for both frameworks."""
 
 from __future__ import annotations
 
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
 
 class KerasBudget:
     """What `latency_budget` asks of a framework, for tf_keras models (see `torch_budget.TorchBudget`)."""
-
-    kind_forms = None  # no precision plans for Keras exports: int8 exports run every op in int8
 
     def make_plan(self, model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         from edgecompress.stages.prune.keras_channel import make_plan
@@ -59,13 +56,3 @@ class KerasBudget:
         current = self.widths(model)
         changed = {name: n for name, n in widths.items() if n < current.get(name, n)}
         return plan.apply(model, 0.0, plan=changed, criterion=criterion) if changed else model
-
-    def int8(self, model: Any, spec: Any, device: Any, meter: Any) -> Any:
-        """The converter's post-training int8 model of `model` (calibrated on a few images: the speed of an
-        int8 graph does not depend on its ranges)."""
-        from edgecompress.stages.prune.latency_budget import LATENCY_CALIBRATION
-        from edgecompress.stages.quantize.keras_backend import quantize
-        from edgecompress.stages.quantize.stage import QuantizeConfig
-
-        config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
-        return quantize(meter.ctx.adapter.copy(model), config, meter.ctx)

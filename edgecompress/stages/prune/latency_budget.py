@@ -160,7 +160,7 @@ class Meter:
             update={"name": name, "plan": None, "device": device.name, "precision": precision}
         )
         with ctx.scratch(self.count):  # the PTQ's notes are dropped
-            source = self.backend.int8(model, spec, device, self) if precision == "int8" else model
+            source = planned_int8(model, spec, device, self) if precision == "int8" else model
             spec = spec.model_copy(update={"device": None})
             return EXPORTERS.get(spec.format)().export(source, spec, ctx, out_dir), source
 
@@ -209,10 +209,10 @@ class Solver:
         if target.precision != "int8":
             return [layer.graph(target.precision) for layer in layers]
         from edgecompress.precision import planned_graphs
+        from edgecompress.registry import STAGES, import_object
 
-        if self.backend.kind_forms is None:  # no precision plans: the int8 export runs every op in int8
-            return [layer.graph("int8") for layer in layers]
-        return planned_graphs(layers, target.runtime, target.model, self.backend.kind_forms)
+        plans = import_object(STAGES.get("quantize").plan_backends[self.ctx.framework])
+        return planned_graphs(layers, target.runtime, target.model, plans.kind_forms)
 
     def predict(self, model: Any, target: Target, *, raw: bool = False) -> float:
         """The model's latency on `target` by its latency model (scaled to the measured reference)."""
@@ -327,7 +327,6 @@ def time_references(model: Any, targets: list[Target], solver: Solver, ctx: RunC
 def precheck(model: Any, config: PruneConfig, ctx: RunContext, index: int) -> None:
     """Before any training: the budgets' references are timed, and a budget below what the model can reach
     (every group at its narrowest allowed width) is a RecipeError naming the floor and its slowest layer."""
-    from edgecompress.errors import RecipeError
 
     if not config.latency:
         return
@@ -336,6 +335,14 @@ def precheck(model: Any, config: PruneConfig, ctx: RunContext, index: int) -> No
     targets = targets_of(config, ctx)
     solver = Solver(plan, ctx, targets, backend.widths(model))
     time_references(model, targets, solver, ctx)
+    check_floors(model, targets, solver, ctx, index)
+
+
+def check_floors(model: Any, targets: list[Target], solver: Solver, ctx: RunContext, index: int) -> None:
+    """RecipeError for a budget below what `model` can reach (every group at its narrowest allowed width),
+    naming the floor and its slowest layer; `index`: the prune stage's."""
+    from edgecompress.errors import RecipeError
+
     for j, t in enumerate(targets):
         if t.target_ms >= t.reference_ms:
             continue
@@ -453,6 +460,31 @@ def prune_to_budget(model: Any, config: PruneConfig, ctx: RunContext, plan: Any)
     return model
 
 
+def planned_int8(model: Any, spec: Any, device: Any, meter: Meter) -> Any:
+    """The framework's post-training int8 model of `model` (calibrated on a few images: the speed of an int8
+    graph does not depend on its ranges), each op in the form of the per-op precision plan of `spec` on
+    `device` (measured with the device's latency model; the build's whole-model race, which only swaps in a
+    faster contender, is left out: it would time several exports per check)."""
+    from edgecompress.precision import Planner
+    from edgecompress.registry import STAGES, import_object
+    from edgecompress.stages.quantize.stage import QuantizeConfig
+
+    ctx = meter.ctx
+    quantize = import_object(STAGES.get("quantize").backends[ctx.framework])
+    config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
+    quantized = quantize(ctx.adapter.copy(model), config, ctx)
+    planner = Planner(
+        meter.ctx,
+        quantized=quantized,
+        float_model=model,
+        devices=[device],
+        ui=meter.ctx.ui,
+        latency_models=meter.models,
+    )
+    plan = planner.plan(spec.model_copy(update={"precision": "int8"}), race=False)
+    return planner.derive(plan.ops)
+
+
 def correction_aim(relative: float, miss: float, predicted: float, budget: float) -> float:
     """The predicted latency (relative to the reference) a correction solves for, after the model solved for
     `relative` (predicted at `predicted` of the reference) measured `miss` times its budget (`budget` of the
@@ -501,13 +533,15 @@ def budget_note(t: Target) -> dict[str, Any]:
 
 def plan_widths(model: Any, config: PruneConfig, ctx: RunContext) -> dict[str, Any]:
     """`edgecompress plan`: the widths one solve to the budgets gives for `model` as it is, and the
-    predicted latency of each budget's export, before any training (the reference is exported and timed)."""
+    predicted latency of each budget's export, before any training (the reference is exported and timed; a
+    budget below the model's floor is the build's RecipeError, `check_floors`)."""
     backend = backend_of(ctx)
     plan = backend.make_plan(model, config, ctx)
     targets = targets_of(config, ctx)
     original = backend.widths(model)
     solver = Solver(plan, ctx, targets, original)
     time_references(model, targets, solver, ctx)
+    check_floors(model, targets, solver, ctx, ctx.current_stage)
     binding = min(targets, key=lambda t: t.relative)
     widths, predicted = solver.step(ctx.adapter.copy(model), binding.aimed)
     for t in targets:

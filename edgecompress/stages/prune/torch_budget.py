@@ -1,10 +1,9 @@
 """Torch budget backend of latency-budget pruning (`latency_budget.py` has the method): a torch model's pruning
-groups (Torch-Pruning's DepGraph), channel importances, pruning to a width plan, and the int8 model a budget's
-export runs (PTQ, each op in the form of its per-op precision plan)."""
+groups (Torch-Pruning's DepGraph), channel importances, pruning to a width plan.
+The int8 model a budget's export runs is `latency_budget.planned_int8`'s, for both frameworks."""
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,13 +17,6 @@ if TYPE_CHECKING:
 
 class TorchBudget:
     """What `latency_budget` asks of a framework, for torch models (see `keras_budget.KerasBudget`)."""
-
-    @property
-    def kind_forms(self) -> Any:
-        """The forms an op of a kind can take in an int8 precision plan (None: the framework has no plans)."""
-        from edgecompress.stages.quantize.torch_derive import kind_forms
-
-        return kind_forms
 
     def make_plan(self, model: Any, config: PruneConfig, ctx: RunContext) -> Any:
         from edgecompress.stages.prune.torch_backend import make_plan
@@ -85,28 +77,6 @@ class TorchBudget:
             extra = {"criterion": criterion} if criterion else {}
             plan.apply(model, 0.0, widths=ratios, **extra)
         return model
-
-    def int8(self, model: Any, spec: Any, device: Any, meter: Any) -> Any:
-        """PTQ, then each op in the form of the per-op precision plan of `spec` on `device` (measured with
-        the device's latency model; the build's whole-model race, which only swaps in a faster contender,
-        is left out: it would time several exports per check)."""
-        from edgecompress.precision import Planner
-        from edgecompress.stages.prune.latency_budget import LATENCY_CALIBRATION
-        from edgecompress.stages.quantize.stage import QuantizeConfig
-        from edgecompress.stages.quantize.torch_backend import quantize
-
-        config = QuantizeConfig(mode="ptq", calibration_samples=LATENCY_CALIBRATION)
-        converted = quantize(copy.deepcopy(model), config, meter.ctx)
-        planner = Planner(
-            meter.ctx,
-            quantized=converted,
-            float_model=model,
-            devices=[device],
-            ui=meter.ctx.ui,
-            latency_models=meter.models,
-        )
-        plan = planner.plan(spec.model_copy(update={"precision": "int8"}), race=False)
-        return planner.derive(plan.ops)
 
 
 def _ignored(model: Any, plan: Any) -> list[Any]:
