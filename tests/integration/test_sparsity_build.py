@@ -100,13 +100,16 @@ def test_every_speed_claim_matches_the_measurements(built):
     assert "## Sparsity: what the zeros bought" in text
     text = text.split("## Sparsity: what the zeros bought")[1].split("\n## ")[0]
     html = (out / "report.html").read_text()
-    assert 'id="sparsity"' in html and "no speed-up shown" in html
+    assert 'id="sparsity"' in html
     for a in report.artifacts:
         twin = dense_twin(report, a) if a.role == "export" else None
         for device, m in a.measurements.items() if twin else []:
             ratio = twin.measurements[device].latency.p50_ms / m.latency.p50_ms
             row = next(line for line in text.splitlines() if line.startswith(f"| {device} | {a.name} |"))
             assert f"{ratio:.2f}x" in row
+            # the HTML report says what the Markdown one does (which verdict depends on the timing)
+            verdict = next(v for v in ("no speed-up shown", "faster", "(slower)") if v in row)
+            assert verdict in html, (a.name, row)
             if "faster" in row:
                 assert ratio > 1 + NOISE
             if "no speed-up shown" in row:
