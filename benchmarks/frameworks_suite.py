@@ -34,7 +34,7 @@ RECIPES = {
     "PyTorch": ROOT / "recipes" / "quickstart.yaml",
     "Keras": ROOT / "recipes" / "keras-quickstart.yaml",
 }
-#: The exports compared (the PyTorch quickstart's `auto` exports are its int8 ones, planned per op).
+#: The exports compared (the quickstarts' `auto` exports are their int8 ones, planned per op).
 PAIRS = {"tflite fp32": "tflite-fp32", "openvino fp32": "openvino-fp32"}
 
 
@@ -45,7 +45,7 @@ def build(recipe: Path, out: Path) -> Any:
 
 
 def int8_name(report: Any, fmt: str) -> str:
-    """The export of `fmt` that is int8 (PyTorch: `<fmt>-auto`, planned per op; Keras: `<fmt>-int8`)."""
+    """The export of `fmt` that is int8 (`<fmt>-auto` when its plan chose int8, planned per op)."""
     return next(
         a.name
         for a in report.artifacts
@@ -104,10 +104,11 @@ def section(
         "`recipes/quickstart.yaml` and `recipes/keras-quickstart.yaml` built with the same seed and data (train "
         "15 epochs, channel pruning to 45% of the MACs with round_to 4, distill 10, QAT 3), then all eight "
         f"artifacts timed together in {args.rounds} interleaved fresh-process rounds of {args.runs} runs, 2 "
-        "threads (p50 of the fastest round, range over the rounds). Both export `precision: auto`: PyTorch's "
-        "plans choose a form per op as measured, Keras's per model (int8 or fp32), and a Keras OpenVINO int8 "
-        "model is the fastest of three candidates raced on the machine (the .tflite's reading, the QAT "
-        "model's, NNCF's quantization of the fp32 IR; the race is quoted under the table).",
+        "threads (p50 of the fastest round, range over the rounds). Both export `precision: auto`: both "
+        "frameworks' plans choose a form per op as measured on the machine, then race the whole models, and "
+        "a Keras OpenVINO int8 model of an all-int8 plan is the fastest of three candidates raced on the "
+        "machine (the .tflite's reading, the QAT model's, NNCF's quantization of the fp32 IR; the race is "
+        "quoted under the table).",
         "",
         f"Machine: {machine_line()}. Versions: {versions_line(('torch', 'litert-torch', 'tensorflow', 'tf-keras', 'tensorflow-model-optimization', 'ai-edge-litert', 'openvino'))}.",
         "",
