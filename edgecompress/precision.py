@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgecompress.console import UI
+from edgecompress.entries import one_line
 from edgecompress.errors import DeviceError, RecipeError
 from edgecompress.latency.graph import Node, OpGraph
 from edgecompress.registry import EXPORTERS, RUNNERS, STAGES, import_object
@@ -345,17 +346,9 @@ class Planner:
         if not path.is_absolute():
             path = self.ctx.recipe_path.parent / path
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise RecipeError(
-                f"export {spec.artifact_name}: plan file {path}: cannot read it ({exc})"
-            ) from None
-        plans = (data or {}).get("plans", {})
-        entry = plans.get(spec.artifact_name)
-        if entry is None:
-            raise RecipeError(
-                f"export {spec.artifact_name}: plan file {path} has no plan for it (has: {', '.join(plans) or 'none'})"
-            )
+            entry = pinned_entry(path, spec.artifact_name)
+        except ValueError as exc:
+            raise RecipeError(f"export {spec.artifact_name}: {exc}") from None
         plan = PrecisionPlan.model_validate(entry)
         known = {op.node for op in self.ops}
         unknown = sorted(set(plan.ops) - known)
@@ -584,6 +577,20 @@ def race(
             raise DeviceError(f"{device.name}: could not time {what}: {timing.error}")
         out.append((timing.p50_ms, list(timing.rounds_p50_ms)))
     return out
+
+
+def pinned_entry(path: Path, artifact: str) -> dict[str, Any]:
+    """The plan a recipe.lock.yaml at `path` holds for the export `artifact`; ValueError naming the file when
+    it cannot be read or has none (recipe validation and the build both ask)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"plan file {path}: cannot read it ({one_line(exc)})") from None
+    plans = (data or {}).get("plans", {}) if isinstance(data, dict) else {}
+    entry = plans.get(artifact) if isinstance(plans, dict) else None
+    if not isinstance(entry, dict):
+        raise ValueError(f"plan file {path} has no plan for it (has: {', '.join(plans) or 'none'})")
+    return entry
 
 
 def lock_entry(plan: PrecisionPlan) -> dict[str, Any]:

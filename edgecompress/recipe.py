@@ -737,10 +737,21 @@ def check_recipe(recipe: Recipe, recipe_path: Path) -> None:
                 ("export", i, key),
                 f"'{key}' applies to int8 and auto exports only (precision is {spec.precision})",
             )
-        if spec.plan is not None and not resolve_path(spec.plan, recipe_path).is_file():
-            raise fail(
-                ("export", i, "plan"), f"file not found: {spec.plan} (a recipe.lock.yaml of an earlier build)"
-            )
+        if spec.plan is not None:
+            from edgecompress.precision import pinned_entry
+
+            path = resolve_path(spec.plan, recipe_path)
+            if not path.is_file():
+                raise fail(
+                    ("export", i, "plan"),
+                    f"file not found: {spec.plan} (a recipe.lock.yaml of an earlier build)",
+                )
+            try:
+                pinned_entry(path, spec.artifact_name)
+            except ValueError as exc:
+                raise fail(
+                    ("export", i, "plan"), f"{exc}: pin a lock file written by a build with this export"
+                ) from None
     for i, name in enumerate(recipe.devices):
         try:
             device = load_device(name, base_dir=recipe_path.parent)

@@ -124,15 +124,23 @@ def test_plan_and_device_are_checked_at_validation(tmp_path):
 
 
 def test_a_plan_file_without_the_artifact_is_a_clear_error(tmp_path):
+    """Found when the recipe is loaded (validate, the start of a build), before any training."""
     lock = tmp_path / "other.lock.yaml"
     lock.write_text(yaml.safe_dump({"plans": {"something-else": {}}}))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         RECIPE.replace("{plan}", "").replace("precision: auto", f"precision: auto, plan: {lock}")
     )
+    with pytest.raises(
+        RecipeError, match=r"export\.\d+\.plan: plan file .* has no plan for it \(has: something-else\)"
+    ):
+        load_recipe(recipe)
     with pytest.raises(RecipeError, match="has no plan for it"):
         run_build(recipe, out=tmp_path / "out", verbosity=0, profile=False)
     assert not (tmp_path / "out").exists()
+    lock.write_text("plans: [unclosed")
+    with pytest.raises(RecipeError, match="cannot read it"):
+        load_recipe(recipe)
 
 
 def _ptq(tmp_path, model: str, calibration: int = 256):
