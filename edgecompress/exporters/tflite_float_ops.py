@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgecompress.errors import ExportError
+from edgecompress.exporters.tflite_sparse import WEIGHT_OPS  # their constants come from the float model
 
 #: TFLite builtin ops a torch op kind lowers to (the op that writes the tagged output).
 TFLITE_OPS = {
@@ -123,6 +124,12 @@ class _Flatbuffer:
 
     def constant(self, t: int) -> np.ndarray | None:
         return _constant(self.model, self.graph.tensors[t])
+
+    def is_constant(self, t: int) -> bool:
+        """Whether tensor `t` has data in the file (without decoding it)."""
+        buffer = self.graph.tensors[t].buffer
+        data = self.model.buffers[buffer].data if buffer else None
+        return data is not None and len(data) > 0
 
     def new_tensor(self, like: Any, suffix: str, data: np.ndarray | None = None) -> int:
         fb = self.fb
@@ -241,8 +248,6 @@ def float_ops(tflite_model: bytes, tags: Sequence[Any]) -> tuple[bytes, list[str
     return fb_model.bytes(), done
 
 
-#: TFLite ops that carry weights: their float32 constants are taken from the float model's conversion.
-WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 #: Ops that only move a tensor between int8 and float: never "a layer's op".
 _BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
 
@@ -261,7 +266,7 @@ def _layer_ops(fb_model: _Flatbuffer, layer: str) -> list[int]:
         kind = fb_model.op_type(op)
         if kind in _BOUNDARY_OPS:
             continue
-        constants = [t for t in op.inputs if t >= 0 and fb_model.constant(t) is not None]
+        constants = [t for t in op.inputs if t >= 0 and fb_model.is_constant(t)]
         if any(named(t) for t in op.outputs) or (kind in WEIGHT_OPS and any(named(t) for t in constants)):
             out.append(i)
     return out
@@ -309,7 +314,7 @@ def _twin_weights(
     """Slot -> float32 values of `op`'s constant inputs, from the op among `twins` (of the float model) of the
     same type whose constants have the same shapes (a SeparableConv2D's depthwise and pointwise ops differ)."""
     kind = target.op_type(op)
-    slots = [s for s, t in enumerate(op.inputs) if t >= 0 and target.constant(t) is not None]
+    slots = [s for s, t in enumerate(op.inputs) if t >= 0 and target.is_constant(t)]
     shapes = [list(target.graph.tensors[op.inputs[s]].shape) for s in slots]
     for i in twins:
         twin = source.graph.operators[i]

@@ -45,6 +45,7 @@ class KerasQuantized:
     plan: dict[str, str] = field(default_factory=dict)
     _interpreter: Any = None
     _float_tflite: bytes | None = None  # the fp32 conversion of the same weights (the float forms' weights)
+    _plan_layers: list[Any] | None = None  # keras_derive's plan LayerOps of this .tflite, computed once
 
     @property
     def runs_tflite(self) -> bool:

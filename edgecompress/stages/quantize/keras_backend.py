@@ -21,6 +21,7 @@ and OpenVINO's reading of it, so both runtimes run one quantized model with the 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,9 +75,8 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
             content = to_tflite(
                 qat_model, ctx.input_shape, int8=True, calibration=images, full_integer=not float_layers
             )
-            content = with_float_layers(content, qat_model, float_layers, ctx)
+            result = with_float_layers(KerasQuantized(qat_model, content, "qat", scheme, float_layers), ctx)
             task.advance()
-        result = KerasQuantized(qat_model, content, "qat", scheme, float_layers)
     else:
         scheme = "TFLite converter post-training int8 (representative dataset: the calibration split)"
         with (
@@ -86,10 +86,10 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
             content = to_tflite(
                 model, ctx.input_shape, int8=True, calibration=images, full_integer=not float_layers
             )
-            content = with_float_layers(content, model, float_layers, ctx)
+            result = KerasQuantized(ctx.adapter.copy(model), content, "ptq", scheme, float_layers)
+            result = with_float_layers(result, ctx)
             task.advance()
-        result = KerasQuantized(ctx.adapter.copy(model), content, "ptq", scheme, float_layers)
-    weights = weight_dtypes(content)
+    weights = weight_dtypes(result.tflite)
     if not weights.get("INT8"):
         raise ModelError(
             f"quantize: the TFLite converter wrote no int8 weights (weight tensors: {weights or 'none'})"
@@ -104,17 +104,18 @@ def quantize(model: Any, config: QuantizeConfig, ctx: RunContext) -> KerasQuanti
     return result
 
 
-def with_float_layers(content: bytes, model: Any, layers: tuple[str, ...], ctx: RunContext) -> bytes:
-    """The int8 .tflite `content` with the ops of `layers` computing in float32 with their float weights
+def with_float_layers(quantized: KerasQuantized, ctx: RunContext) -> KerasQuantized:
+    """`quantized` with the ops of its `float_layers` computing in float32 with their float weights
     (`exporters.tflite_float_ops.float_layers`; the converter quantizes every layer of an int8 model, those
-    TFMOT left unannotated too). `model`: the QAT or float model `content` was converted from."""
-    if not layers:
-        return content
+    TFMOT left unannotated too). The fp32 conversion it takes the weights from stays on the result."""
+    if not quantized.float_layers:
+        return quantized
     from edgecompress.exporters.tflite_float_ops import float_layers
-    from edgecompress.frameworks.keras_convert import float_twin
 
-    content, _ = float_layers(content, to_tflite(float_twin(model), ctx.input_shape), layers)
-    return content
+    floated, _ = float_layers(
+        quantized.tflite, quantized.float_tflite(ctx.input_shape), quantized.float_layers
+    )
+    return replace(quantized, tflite=floated)
 
 
 def _keep_float(model: Any, config: QuantizeConfig) -> tuple[str, ...]:

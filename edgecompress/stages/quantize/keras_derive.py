@@ -42,7 +42,14 @@ def _input_shape(model: Any) -> list[int]:
 
 
 def _planned(model: Any, input_shape: list[int]) -> list[Any]:
-    """The LayerOps of the quantized model's float twin that the .tflite has int8 ops for."""
+    """The LayerOps of the quantized model's float twin that the .tflite has int8 ops for (kept on the model:
+    the planner asks for them once per derive)."""
+    if model._plan_layers is None:
+        model._plan_layers = _int8_layer_ops(model, input_shape)
+    return model._plan_layers
+
+
+def _int8_layer_ops(model: Any, input_shape: list[int]) -> list[Any]:
     from edgecompress.exporters.tflite_float_ops import quantized_layers
     from edgecompress.frameworks.keras_convert import float_twin
     from edgecompress.frameworks.keras_ops import layer_ops
@@ -91,6 +98,7 @@ def derive(model: Any, plan: Mapping[str, str], *, input_shape: list[int]) -> An
         float_layers=tuple(dict.fromkeys([*model.float_layers, *floats])),
         plan={n: f for n, f in plan.items() if f != "int8"},
         _interpreter=None,
+        _plan_layers=None,
     )
 
 
